@@ -1,0 +1,51 @@
+"""chronos: run jobs concurrently inside a program, with rate limits, timeouts and retries."""
+
+from chronos.clock import SYSTEM_CLOCK, Clock, SystemClock
+from chronos.context import JobContext, current_job
+from chronos.dispatcher import Dispatcher
+from chronos.errors import (
+    ChronosError,
+    IllegalTransitionError,
+    JobCancelledError,
+    JobInterrupted,
+    JobTimeoutError,
+    NonRetryableError,
+)
+from chronos.job import Attempt, AttemptOutcome, Job, JobFuture
+from chronos.pool import WorkerPool
+from chronos.retry import RetryPolicy
+from chronos.shutdown import GracefulShutdown
+from chronos.stats import AtomicCounter, LatencySummary, Stats, StatsSnapshot
+from chronos.status import JobStatus
+from chronos.ticker import TokenBucket
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SYSTEM_CLOCK",
+    "AtomicCounter",
+    "Attempt",
+    "AttemptOutcome",
+    "ChronosError",
+    "Clock",
+    "Dispatcher",
+    "GracefulShutdown",
+    "IllegalTransitionError",
+    "Job",
+    "JobCancelledError",
+    "JobContext",
+    "JobFuture",
+    "JobInterrupted",
+    "JobStatus",
+    "JobTimeoutError",
+    "LatencySummary",
+    "NonRetryableError",
+    "RetryPolicy",
+    "Stats",
+    "StatsSnapshot",
+    "SystemClock",
+    "TokenBucket",
+    "WorkerPool",
+    "__version__",
+    "current_job",
+]

@@ -1,0 +1,57 @@
+"""Time, injected.
+
+This is the only module of chronos that reads the system clock.  Everything that needs the
+time or needs to wait takes a :class:`Clock`, so tests can drive it with
+:class:`chronos.testing.FakeClock`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """What chronos needs from a clock.
+
+    Thread-safety: implementations must allow every method to be called from any thread.
+    """
+
+    def now(self) -> float:
+        """Monotonic seconds; only differences between two readings mean anything."""
+        ...
+
+    def wait(self, wakeup: threading.Event, timeout: float | None) -> bool:
+        """Block until ``wakeup`` is set or ``timeout`` seconds of this clock have passed.
+
+        ``wakeup`` means "something changed, look again": callers clear it before they look
+        at their state and must tolerate spurious wake-ups.
+
+        Returns:
+            True if ``wakeup`` was set.
+        """
+        ...
+
+
+class SystemClock:
+    """The real monotonic clock, waiting with ``Event.wait``.
+
+    Thread-safety: stateless; share one instance freely.
+    """
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wait(self, wakeup: threading.Event, timeout: float | None) -> bool:
+        if timeout is not None and timeout <= 0:
+            return wakeup.is_set()
+        return wakeup.wait(timeout)
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+SYSTEM_CLOCK = SystemClock()

@@ -1,0 +1,121 @@
+"""What a running job can know about itself: ``chronos.current_job()``.
+
+A cooperative job checks its context to stop promptly when its attempt times out or is
+cancelled by shutdown::
+
+    def crawl(urls):
+        ctx = chronos.current_job()
+        for url in urls:
+            ctx.check()              # raises once the attempt timed out or was cancelled
+            fetch(url, timeout=ctx.remaining())
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from chronos.clock import Clock
+from chronos.errors import JobCancelledError, JobTimeoutError
+from chronos.job import Attempt, Job, cancel_event
+
+__all__ = ["JobContext", "current_job"]
+
+_local = threading.local()
+
+
+class JobContext:
+    """The running attempt of a job, seen from inside it.
+
+    Thread-safety: made for the thread that runs the attempt; its properties may be read
+    from any thread.
+    """
+
+    __slots__ = ("_clock", "attempt", "job")
+
+    def __init__(self, job: Job[Any], attempt: Attempt, clock: Clock) -> None:
+        self.job = job
+        self.attempt = attempt
+        self._clock = clock
+
+    @property
+    def job_id(self) -> int:
+        return self.job.id
+
+    @property
+    def name(self) -> str:
+        return self.job.name
+
+    @property
+    def attempt_number(self) -> int:
+        """1 for the first attempt, 2 for the first retry, ..."""
+        return self.attempt.number
+
+    @property
+    def deadline(self) -> float | None:
+        """The clock reading at which this attempt times out, or None."""
+        return self.attempt.deadline
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (never negative), or None without a timeout."""
+        if self.attempt.deadline is None:
+            return None
+        return max(0.0, self.attempt.deadline - self._clock.now())
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the attempt timed out, was cancelled by shutdown, or passed its deadline."""
+        if self.attempt._cancelled:
+            return True
+        deadline = self.attempt.deadline
+        return deadline is not None and self._clock.now() >= deadline
+
+    def check(self) -> None:
+        """Raise if the job should stop.
+
+        Raises:
+            JobTimeoutError: the attempt passed its deadline.
+            JobCancelledError: the attempt was cancelled (shutdown).
+        """
+        deadline = self.attempt.deadline
+        if deadline is not None and self._clock.now() >= deadline:
+            raise JobTimeoutError(f"job #{self.job.id} attempt {self.attempt.number} timed out")
+        if self.attempt._cancelled:
+            raise JobCancelledError(
+                f"job #{self.job.id} attempt {self.attempt.number} was cancelled"
+            )
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep up to ``timeout`` seconds (to the deadline if None), waking at cancellation.
+
+        Use it instead of ``time.sleep`` in a cooperative job.
+
+        Returns:
+            True if the attempt was cancelled or timed out (stop now), False otherwise.
+        """
+        event = cancel_event(self.job, self.attempt)
+        remaining = self.remaining()
+        if timeout is None or (remaining is not None and remaining < timeout):
+            timeout = remaining
+        self._clock.wait(event, timeout)
+        return self.cancelled
+
+
+def current_job() -> JobContext:
+    """The context of the job running on this thread.
+
+    Raises:
+        RuntimeError: called outside a job run by chronos.
+    """
+    running: tuple[Job[Any], Attempt, Clock] | None = getattr(_local, "running", None)
+    if running is None:
+        raise RuntimeError("current_job() called outside a job run by a chronos WorkerPool")
+    return JobContext(*running)
+
+
+def _enter(job: Job[Any], attempt: Attempt, clock: Clock) -> None:
+    _local.running = (job, attempt, clock)
+
+
+def _leave() -> None:
+    _local.running = None

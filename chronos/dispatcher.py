@@ -1,0 +1,385 @@
+"""Dispatcher: feeds a WorkerPool from lists, lazy iterables and live submissions, at a rate.
+
+It runs on its own ``threading.Thread``.  For each job it takes a token from its ticker (a
+:class:`chronos.TokenBucket`, waited for on an Event so that :meth:`Dispatcher.stop` wakes
+it at once), then pushes the job into the pool's bounded queue, waiting while the queue is
+full (backpressure).  Sources are served in this order: retries that came due, live
+:meth:`Dispatcher.submit` calls, then :meth:`Dispatcher.dispatch` iterables, one item at a
+time (an endless generator runs in bounded memory).  Every attempt of a job dispatched here,
+first or retry, passes the rate limit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from chronos.clock import Clock
+from chronos.job import WAITING_STATES, Job, JobFuture, admit, move, resolve_cancelled
+from chronos.pool import WorkerPool
+from chronos.status import JobStatus
+from chronos.ticker import TokenBucket
+
+__all__ = ["Dispatcher"]
+
+T = TypeVar("T")
+_numbers = itertools.count()
+
+
+def _as_job(item: object) -> Job[Any]:
+    if isinstance(item, Job):
+        return item
+    if callable(item):
+        return Job(item)
+    raise TypeError(f"a dispatched item must be a chronos.Job or a callable, got {item!r}")
+
+
+class Dispatcher:
+    """Feeds one :class:`WorkerPool` at a controlled rate from its own thread.
+
+    Args:
+        pool: the pool to feed.
+        interval: seconds between two dispatches (a fixed-interval ticker), or
+        rate: dispatches per second, with
+        burst: how many may go back to back after an idle spell (only with ``rate``).
+            With neither ``interval`` nor ``rate`` there is no rate limit.
+        clock: time source; default the pool's.
+        name: the thread's name.
+
+    Raises:
+        TypeError, ValueError: for a bad argument, naming it.
+
+    Thread-safety: :meth:`submit`, :meth:`dispatch`, :meth:`close`, :meth:`stop` and
+    :meth:`join` may be called from any thread.  The dispatcher thread owns the ticker and
+    the iterators given to :meth:`dispatch` (they are only ever advanced on it).
+    """
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        *,
+        interval: float | None = None,
+        rate: float | None = None,
+        burst: int | None = None,
+        clock: Clock | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(pool, WorkerPool):
+            raise TypeError(f"pool must be a chronos.WorkerPool, got {type(pool).__name__}")
+        if interval is not None and rate is not None:
+            raise ValueError("give interval or rate, not both")
+        if burst is not None and rate is None:
+            raise ValueError("burst goes with rate")
+        self._pool = pool
+        self._clock: Clock = clock if clock is not None else pool.clock
+        start = self._clock.now()
+        self._bucket: TokenBucket | None = None
+        if interval is not None:
+            self._bucket = TokenBucket.every(interval, start=start)
+        elif rate is not None:
+            self._bucket = TokenBucket(rate, 1 if burst is None else burst, start=start)
+        self._name = name or f"chronos-dispatcher-{next(_numbers)}"
+        self._lock = threading.Lock()  # guards the fields down to _outstanding
+        self._retries: deque[Job[Any]] = deque()
+        self._intake: deque[Job[Any]] = deque()
+        self._sources: deque[Iterator[object]] = deque()
+        self._closed = False
+        self._outstanding = 0  # jobs admitted here that are not terminal yet
+        self._leftovers: list[Job[Any]] = []
+        self._source_errors: list[BaseException] = []
+        self._wakeup = threading.Event()  # "look again": new work, a job done, close
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._started = False
+        self.dispatched = 0  # written by the dispatcher thread only
+        pool._dispatchers.add(self)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    @property
+    def bucket(self) -> TokenBucket | None:
+        """The rate limiter, or None without a rate limit."""
+        return self._bucket
+
+    def start(self) -> Dispatcher:
+        """Start the dispatcher thread.  Returns self.
+
+        Raises:
+            RuntimeError: started twice.
+        """
+        with self._lock:
+            if self._started:
+                raise RuntimeError("a Dispatcher can be started once")
+            self._started = True
+        self._thread.start()
+        return self
+
+    def submit(self, job: Job[T] | Callable[..., T], /, *args: Any, **kwargs: Any) -> JobFuture[T]:
+        """Hand over one job (a :class:`Job`, or a callable and its arguments); never blocks.
+
+        Raises:
+            TypeError: not a Job nor a callable, or a Job given with arguments.
+            ValueError: the Job was submitted before.
+            RuntimeError: the dispatcher was closed or stopped, or the pool shut down.
+        """
+        if isinstance(job, Job):
+            if args or kwargs:
+                raise TypeError("pass arguments to Job(...), not to submit(), with a Job")
+            new_job: Job[T] = job
+        else:
+            new_job = Job(job, args, kwargs)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot submit to a closed Dispatcher")
+            self._admit(new_job)
+            self._intake.append(new_job)
+        self._wakeup.set()
+        return new_job.future
+
+    def dispatch(self, jobs: Iterable[Job[Any] | Callable[[], object]]) -> None:
+        """Queue an iterable of Jobs (or no-argument callables); it is consumed lazily.
+
+        The dispatcher thread pulls one item at a time when it is ready to dispatch it, so
+        a generator is never materialised.  If the iterable raises, the rest of it is
+        dropped; the error is logged and kept in :attr:`source_errors`.
+
+        Raises:
+            TypeError: ``jobs`` is not iterable.
+            RuntimeError: the dispatcher was closed or stopped.
+        """
+        iterator = iter(jobs)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot dispatch to a closed Dispatcher")
+            self._sources.append(iterator)
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """No more submissions.  The thread dispatches what it holds, then exits once every
+        job it dispatched is terminal (retries included).  Idempotent."""
+        with self._lock:
+            self._closed = True
+        self._wakeup.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to exit.  Returns True if it has (or never started)."""
+        if not self._started:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def stop(self, timeout: float | None = 5.0) -> list[Job[Any]]:
+        """Stop at once: dispatch nothing more, cancel the jobs not yet dispatched.
+
+        Iterables are dropped unconsumed; jobs already in the pool run on.  A job of this
+        dispatcher that later comes due for a retry is cancelled instead.
+
+        Returns:
+            The jobs this dispatcher cancelled (see also :meth:`leftover_jobs`).
+        """
+        with self._lock:
+            self._closed = True
+        self._stop.set()
+        self._wakeup.set()
+        self._pool._queue.wake_putters()
+        if self._started and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._drain_on_stop()
+        return self.leftover_jobs()
+
+    def leftover_jobs(self) -> list[Job[Any]]:
+        """Jobs this dispatcher took on but never got into the pool: cancelled ones, and an
+        item pulled from an iterable just as the pool shut down (never submitted)."""
+        with self._lock:
+            return list(self._leftovers)
+
+    @property
+    def source_errors(self) -> list[BaseException]:
+        """Exceptions raised by iterables given to :meth:`dispatch` (each ended its source)."""
+        with self._lock:
+            return list(self._source_errors)
+
+    def __enter__(self) -> Dispatcher:
+        return self.start()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.stop()
+        else:
+            self.close()
+            self.join()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stop.is_set() else "closed" if self._closed else "open"
+        return f"<Dispatcher {self._name} {state} dispatched={self.dispatched}>"
+
+    # -- Route: retries of jobs dispatched here come back through the rate limit -------------
+
+    def requeue(self, job: Job[Any]) -> None:
+        if self._stop.is_set():
+            self._cancel(job, JobStatus.RETRY_WAIT, "dispatcher.stop")
+            return
+        if move(job, JobStatus.RETRY_WAIT, JobStatus.PENDING, self._clock.now()):
+            with self._lock:
+                self._retries.append(job)
+            self._wakeup.set()
+            if self._stop.is_set():  # stop() raced us: its drain may have missed this job
+                self._drain_on_stop()
+
+    # -- called by the pool ----------------------------------------------------------------------
+
+    def _pool_closed(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._sources.clear()
+        self._wakeup.set()
+
+    def _join_quietly(self, timeout: float) -> None:
+        if self._started and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _admit(self, job: Job[Any]) -> None:  # caller holds _lock
+        admit(job, self._pool._ledger, JobStatus.PENDING, self._clock.now(), self)
+        self._outstanding += 1
+        job.future.add_done_callback(self._job_done)
+
+    def _job_done(self, _future: object) -> None:
+        with self._lock:
+            self._outstanding -= 1
+            last = self._outstanding == 0 and self._closed
+        if last:
+            self._wakeup.set()
+
+    def _cancel(
+        self, job: Job[Any], expected: JobStatus | frozenset[JobStatus], reason: str
+    ) -> None:
+        if move(job, expected, JobStatus.CANCELLED, self._clock.now()):
+            resolve_cancelled(job)
+            self._pool._events.cancelled(job, reason=reason)
+            with self._lock:
+                self._leftovers.append(job)
+
+    def _drain_on_stop(self) -> None:
+        with self._lock:
+            held = [*self._retries, *self._intake]
+            self._retries.clear()
+            self._intake.clear()
+            self._sources.clear()
+        for job in held:
+            self._cancel(job, WAITING_STATES, "dispatcher.stop")
+
+    def _run(self) -> None:
+        events = self._pool._events
+        events.pool("dispatcher.started", dispatcher=self._name, pool=self._pool.name)
+        try:
+            while True:
+                job = self._next_job()
+                if job is None:
+                    break
+                if not self._throttle():
+                    self._cancel(job, JobStatus.PENDING, "dispatcher.stop")
+                    break
+                self._push(job)
+        except BaseException as exc:  # chronos bug: say so, and account for what is held
+            events.internal_error("dispatcher", exc)
+            self._stop.set()
+        finally:
+            if self._stop.is_set():
+                self._drain_on_stop()
+            events.pool("dispatcher.stopped", dispatcher=self._name, dispatched=self.dispatched)
+
+    def _next_job(self) -> Job[Any] | None:
+        """The next job to dispatch, waiting for one; None when it is time to exit."""
+        while True:
+            self._wakeup.clear()
+            if self._stop.is_set():
+                return None
+            with self._lock:
+                queue = self._retries or self._intake
+                job = queue.popleft() if queue else None
+                source = self._sources[0] if job is None and self._sources else None
+                done = job is None and source is None and self._closed and not self._outstanding
+            if job is not None:
+                if job._status is JobStatus.PENDING:
+                    return job
+                continue  # cancelled while it waited here
+            if source is not None:
+                job = self._pull(source)
+                if job is not None:
+                    return job
+                continue
+            if done:
+                return None
+            self._clock.wait(self._wakeup, None)
+
+    def _pull(self, source: Iterator[object]) -> Job[Any] | None:
+        try:
+            item = next(source)
+            job = _as_job(item)
+        except StopIteration:
+            self._drop_source(source, None)
+            return None
+        except Exception as exc:
+            self._drop_source(source, exc)
+            return None
+        with self._lock:
+            if self._closed and self._pool._ledger.closed:
+                self._leftovers.append(job)  # pulled as the pool shut down: never submitted
+                self._sources.clear()
+                return None
+            try:
+                self._admit(job)
+            except RuntimeError:  # the pool shut down meanwhile
+                self._leftovers.append(job)
+                self._sources.clear()
+                return None
+            except ValueError as exc:  # a Job yielded twice
+                self._source_errors.append(exc)
+                self._pool._events.internal_error(f"{self._name}.source", exc)
+                return None
+        return job
+
+    def _drop_source(self, source: Iterator[object], error: BaseException | None) -> None:
+        with self._lock:
+            if self._sources and self._sources[0] is source:
+                self._sources.popleft()
+            if error is not None:
+                self._source_errors.append(error)
+        if error is not None:
+            self._pool._events.internal_error(f"{self._name}.source", error)
+
+    def _throttle(self) -> bool:
+        """Wait for a token; False if stopped meanwhile."""
+        bucket = self._bucket
+        if bucket is None:
+            return not self._stop.is_set()
+        while True:
+            wait = bucket.try_acquire(self._clock.now())
+            if wait == 0.0:
+                return True
+            if self._clock.wait(self._stop, wait):
+                return False
+
+    def _push(self, job: Job[Any]) -> None:
+        pool = self._pool
+        if not move(job, JobStatus.PENDING, JobStatus.QUEUED, self._clock.now()):
+            return  # cancelled while it waited for its token
+        self.dispatched += 1
+        pool._events.dispatched(job, self._name)
+        if pool._queue.put_job(job, self._stop):
+            pool._adjust_thread_count()
+        else:  # stopped while the queue was full, or the job was cancelled meanwhile
+            self._cancel(job, JobStatus.QUEUED, "dispatcher.stop")

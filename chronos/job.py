@@ -1,0 +1,402 @@
+"""Jobs, their attempts, and the one transition function that moves them between states.
+
+Every status change of every job goes through :func:`_apply`, called with the owning pool's
+:class:`Ledger` lock held.  It refuses moves the state machine does not allow, updates the
+pool's :class:`chronos.Stats` in the same critical section, and keeps the ledger's set of
+unfinished jobs.  Callers move jobs with compare-and-set helpers (:func:`move`,
+:func:`start_attempt`, :func:`end_attempt`): when a worker and the timeout watchdog race to
+end the same attempt, exactly one wins and the other gets ``False``.
+
+State machine::
+
+    CREATED -> PENDING -> QUEUED -> RUNNING -> SUCCEEDED | FAILED | TIMED_OUT
+        \\_________________^            \\-> RETRY_WAIT -> QUEUED or PENDING (again)
+    any state before a terminal one -> CANCELLED
+    a waiting state -> FAILED, only when the pool breaks (its initializer raised)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from chronos.errors import IllegalTransitionError
+from chronos.retry import RetryPolicy, _check_number
+from chronos.stats import Stats
+from chronos.status import TERMINAL_STATES, JobStatus
+
+if TYPE_CHECKING:
+    from chronos.events import JobEvents
+
+__all__ = ["Attempt", "AttemptOutcome", "Job", "JobFuture", "JobStatus", "Ledger"]
+
+T = TypeVar("T")
+_S = JobStatus
+
+_LEGAL: dict[JobStatus, frozenset[JobStatus]] = {
+    _S.CREATED: frozenset({_S.PENDING, _S.QUEUED}),
+    _S.PENDING: frozenset({_S.QUEUED, _S.CANCELLED, _S.FAILED}),
+    _S.QUEUED: frozenset({_S.RUNNING, _S.CANCELLED, _S.FAILED}),
+    _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.TIMED_OUT, _S.RETRY_WAIT, _S.CANCELLED}),
+    _S.RETRY_WAIT: frozenset({_S.QUEUED, _S.PENDING, _S.CANCELLED, _S.FAILED}),
+    _S.SUCCEEDED: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.TIMED_OUT: frozenset(),
+    _S.CANCELLED: frozenset(),
+}
+#: States from which a job can be cancelled without touching a running thread.
+WAITING_STATES = frozenset({_S.PENDING, _S.QUEUED, _S.RETRY_WAIT})
+
+_job_ids = itertools.count(1)
+
+
+def legal_moves(status: JobStatus) -> frozenset[JobStatus]:
+    """The states a job in ``status`` may move to next."""
+    return _LEGAL[status]
+
+
+class AttemptOutcome(StrEnum):
+    """How one attempt ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+@dataclass(eq=False, slots=True)
+class Attempt:
+    """One run of a job's callable.
+
+    ``started``/``ended``/``deadline`` are readings of the pool's clock.  ``ended``,
+    ``outcome`` and ``error`` are written once, by whichever thread ends the attempt first
+    (the worker, the timeout watchdog, or shutdown); a result that arrives later is dropped.
+    """
+
+    number: int
+    worker: str
+    started: float
+    deadline: float | None = None
+    ended: float | None = None
+    outcome: AttemptOutcome | None = None
+    error: BaseException | None = None
+    _cancelled: bool = field(default=False, repr=False)
+    _cancel_event: threading.Event | None = field(default=None, repr=False)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, or None while it runs."""
+        return None if self.ended is None else self.ended - self.started
+
+
+class Route(Protocol):
+    """Where a job re-enters after its retry backoff: the pool's queue or a Dispatcher."""
+
+    def requeue(self, job: Job[Any]) -> None: ...
+
+
+class Ledger:
+    """The books of one pool: its Stats, its unfinished jobs, and whether it still admits.
+
+    Thread-safety: all state is guarded by :attr:`lock` (the Stats lock); the transition
+    helpers of this module take it.  :attr:`drained` is set once the ledger is closed and no
+    job is unfinished.
+    """
+
+    def __init__(self, stats: Stats, events: JobEvents) -> None:
+        self.stats = stats
+        self.events = events
+        self.lock = stats.lock
+        self.closed = False  # guarded by lock; once True, admit() refuses
+        self.drained = threading.Event()
+        self._live: dict[int, Job[Any]] = {}  # guarded by lock: every admitted, unfinished job
+
+    def close(self) -> bool:
+        """Refuse further admissions.  Returns True for the call that closed it."""
+        with self.lock:
+            if self.closed:
+                return False
+            self.closed = True
+            if not self._live:
+                self.drained.set()
+            return True
+
+    def live_jobs(self) -> list[Job[Any]]:
+        """Every admitted job that is not terminal yet, oldest first."""
+        with self.lock:
+            return list(self._live.values())
+
+
+class Job(Generic[T]):
+    """A unit of work: a callable with its arguments, a name, and optional overrides.
+
+    Args:
+        fn: the callable to run.
+        args: positional arguments for ``fn``.
+        kwargs: keyword arguments for ``fn``.
+        name: a label for logs and reports (default: ``fn``'s name).
+        timeout: seconds each attempt may run, overriding the pool's; > 0.
+        retry: a :class:`RetryPolicy` overriding the pool's.
+
+    Raises:
+        TypeError, ValueError: for a non-callable ``fn`` or a bad ``timeout``/``retry``.
+
+    Thread-safety: the fields set at construction are read-only afterwards.  ``status`` and
+    ``attempts`` are written only by the owning pool's transition function under its lock;
+    reading them from another thread gives a recent value, and :attr:`future` tells the end.
+    A job can be submitted once.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_ledger",
+        "_queued_at",
+        "_route",
+        "_status",
+        "args",
+        "attempts",
+        "fn",
+        "future",
+        "id",
+        "kwargs",
+        "name",
+        "retry",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        if not isinstance(args, tuple | list):
+            raise TypeError(f"args must be a tuple, got {type(args).__name__}")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise TypeError(f"kwargs must be a mapping, got {type(kwargs).__name__}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        self.timeout = check_timeout(timeout)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        self.id = next(_job_ids)
+        self.fn = fn
+        self.args = tuple(args)
+        self.kwargs: dict[str, Any] = dict(kwargs) if kwargs else {}
+        self.name = name if name is not None else getattr(fn, "__name__", repr(fn))
+        self.retry = retry
+        self.attempts: list[Attempt] = []
+        self.future: JobFuture[T] = JobFuture(self)
+        self._status = JobStatus.CREATED
+        self._ledger: Ledger | None = None
+        self._route: Route | None = None
+        self._queued_at = 0.0
+
+    @property
+    def status(self) -> JobStatus:
+        """The current state."""
+        return self._status
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """What the latest attempt raised (a JobTimeoutError if it timed out), else None."""
+        return self.attempts[-1].error if self.attempts else None
+
+    def clone(self) -> Job[T]:
+        """A new, unsubmitted Job with the same callable, arguments and settings.
+
+        Use it to resubmit a job that shutdown cancelled (a Job can be submitted once).
+        """
+        return Job(
+            self.fn, self.args, self.kwargs, name=self.name, timeout=self.timeout, retry=self.retry
+        )
+
+    def __repr__(self) -> str:
+        return f"<Job #{self.id} {self.name!r} {self._status.value} attempts={len(self.attempts)}>"
+
+
+def check_timeout(timeout: object, name: str = "timeout") -> float | None:
+    """Validate a timeout: None, or a finite number of seconds > 0."""
+    if timeout is None:
+        return None
+    value = _check_number(name, timeout, minimum=0.0, inclusive=False)
+    if math.isinf(value):
+        raise ValueError(f"{name} must be finite; pass None for no timeout")
+    return value
+
+
+class JobFuture(Future[T]):
+    """The Future of one :class:`Job`; resolved exactly when the job reaches a terminal state.
+
+    It behaves like any ``concurrent.futures.Future`` (``wait``/``as_completed`` work).  Two
+    methods follow the job: :meth:`cancel` succeeds while the job waits (pending, queued, or in
+    retry backoff) and not once an attempt runs; :meth:`running` is true while an attempt runs.
+    """
+
+    def __init__(self, job: Job[T]) -> None:
+        super().__init__()
+        self.job = job
+
+    def cancel(self) -> bool:
+        job = self.job
+        if job._ledger is not None and move(job, WAITING_STATES, JobStatus.CANCELLED):
+            resolve_cancelled(job)
+            job._ledger.events.cancelled(job, reason="future.cancel")
+            return True
+        return self.cancelled()
+
+    def running(self) -> bool:
+        return self.job._status is JobStatus.RUNNING
+
+
+def resolve_cancelled(job: Job[Any]) -> None:
+    """Resolve the Future of a job that just became CANCELLED."""
+    Future.cancel(job.future)
+    job.future.set_running_or_notify_cancel()
+
+
+# -- the transition function and its compare-and-set helpers -------------------------------
+
+
+def _apply(
+    job: Job[Any],
+    ledger: Ledger,
+    new: JobStatus,
+    now: float,
+    *,
+    queue_wait: float | None = None,
+    run_time: float | None = None,
+    timed_out: bool = False,
+) -> None:
+    """The only writer of ``job._status``.  Caller holds ``ledger.lock``."""
+    old = job._status
+    if new not in _LEGAL[old]:
+        raise IllegalTransitionError(f"job #{job.id}: {old.value} -> {new.value} is not allowed")
+    job._status = new
+    if new is JobStatus.QUEUED:
+        job._queued_at = now
+    ledger.stats._record(old, new, queue_wait=queue_wait, run_time=run_time, timed_out=timed_out)
+    if old is JobStatus.CREATED:
+        ledger._live[job.id] = job
+    elif new in TERMINAL_STATES:
+        del ledger._live[job.id]
+        if ledger.closed and not ledger._live:
+            ledger.drained.set()
+
+
+def admit(job: Job[Any], ledger: Ledger, new: JobStatus, now: float, route: Route) -> None:
+    """Submit ``job`` to the pool that keeps ``ledger``: CREATED -> PENDING or QUEUED.
+
+    Raises:
+        TypeError: ``job`` is not a Job.
+        ValueError: the job was submitted before.
+        RuntimeError: the pool is shut down.
+    """
+    if not isinstance(job, Job):
+        raise TypeError(f"job must be a chronos.Job, got {type(job).__name__}")
+    with ledger.lock:
+        if job._ledger is not None or job._status is not JobStatus.CREATED:
+            raise ValueError(f"{job!r} was already submitted; a Job can be submitted once")
+        if ledger.closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        job._ledger = ledger
+        job._route = route
+        _apply(job, ledger, new, now)
+
+
+def move(
+    job: Job[Any], expected: JobStatus | frozenset[JobStatus], new: JobStatus, now: float = 0.0
+) -> bool:
+    """Compare-and-set between waiting states (never into or out of RUNNING).
+
+    Returns:
+        True if the job was in ``expected`` (one state or a set) and is now in ``new``.
+    """
+    ledger = job._ledger
+    assert ledger is not None, "move() on a job that was never submitted"
+    with ledger.lock:
+        status = job._status
+        if status is not expected and (
+            not isinstance(expected, frozenset) or status not in expected
+        ):
+            return False
+        _apply(job, ledger, new, now)
+        return True
+
+
+def start_attempt(job: Job[Any], now: float, worker: str, deadline: float | None) -> Attempt | None:
+    """QUEUED -> RUNNING with a new Attempt, or None if the job is no longer queued."""
+    ledger = job._ledger
+    assert ledger is not None
+    with ledger.lock:
+        if job._status is not JobStatus.QUEUED:
+            return None
+        attempt = Attempt(len(job.attempts) + 1, worker, now, deadline)
+        job.attempts.append(attempt)
+        _apply(job, ledger, JobStatus.RUNNING, now, queue_wait=now - job._queued_at)
+        return attempt
+
+
+def end_attempt(
+    job: Job[Any],
+    attempt: Attempt,
+    new: JobStatus,
+    outcome: AttemptOutcome,
+    now: float,
+    error: BaseException | None = None,
+) -> bool:
+    """RUNNING -> ``new``, only if ``attempt`` is still the job's running attempt (fencing).
+
+    Returns:
+        True if this call ended the attempt; False if someone else already did.
+    """
+    ledger = job._ledger
+    assert ledger is not None
+    with ledger.lock:
+        if job._status is not JobStatus.RUNNING or job.attempts[-1] is not attempt:
+            return False
+        attempt.ended = now
+        attempt.outcome = outcome
+        attempt.error = error
+        if outcome is not AttemptOutcome.SUCCEEDED:
+            _signal_cancel(attempt)
+        _apply(
+            job,
+            ledger,
+            new,
+            now,
+            run_time=now - attempt.started,
+            timed_out=outcome is AttemptOutcome.TIMED_OUT,
+        )
+        return True
+
+
+def _signal_cancel(attempt: Attempt) -> None:
+    """Tell the code of an attempt that it should stop.  Caller holds the ledger lock."""
+    attempt._cancelled = True
+    if attempt._cancel_event is not None:
+        attempt._cancel_event.set()
+
+
+def cancel_event(job: Job[Any], attempt: Attempt) -> threading.Event:
+    """The Event set when ``attempt`` is cancelled or times out (created on first use)."""
+    ledger = job._ledger
+    assert ledger is not None
+    with ledger.lock:
+        if attempt._cancel_event is None:
+            attempt._cancel_event = threading.Event()
+            if attempt._cancelled:
+                attempt._cancel_event.set()
+        return attempt._cancel_event

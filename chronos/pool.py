@@ -1,0 +1,432 @@
+"""WorkerPool: a ``concurrent.futures.Executor`` with timeouts, retries, stats and a clean exit.
+
+With no timeout and no retry policy it behaves like ``ThreadPoolExecutor``: same
+constructor, ``submit``/``map``/``shutdown``, Futures that work with ``wait`` and
+``as_completed``, ``RuntimeError`` after shutdown, ``BrokenThreadPool`` when an initializer
+fails.  The differences are on purpose:
+
+- worker threads are daemon threads and at interpreter exit running jobs get a bounded grace
+  period (``exit_grace``), so a hung job never blocks exit;
+- the queue is bounded (``queue_size``): ``submit`` blocks while it is full, except when
+  called from one of the pool's own workers, which never blocks (no self-deadlock);
+- every job reaches exactly one terminal state, counted in :attr:`WorkerPool.stats`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Executor
+from concurrent.futures.thread import BrokenThreadPool
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from chronos import attempts
+from chronos.clock import SYSTEM_CLOCK, Clock
+from chronos.events import JobEvents, default_logger
+from chronos.job import WAITING_STATES, Job, JobFuture, Ledger, admit, check_timeout, move
+from chronos.job import resolve_cancelled as _resolve_cancelled
+from chronos.retry import RetryPolicy, _check_number
+from chronos.stats import Stats
+from chronos.status import JobStatus
+from chronos.timer import Timer
+from chronos.worker import WorkerSlot, current_pool, worker_main
+from chronos.workqueue import JobQueue
+
+if TYPE_CHECKING:
+    from chronos.dispatcher import Dispatcher
+
+__all__ = ["DEFAULT_QUEUE_SIZE", "WorkerPool"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: Default bound of a pool's queue.
+DEFAULT_QUEUE_SIZE = 10_000
+#: How long shutdown waits for each idle worker thread to exit.
+_JOIN_TIMEOUT = 5.0
+
+_pool_numbers = itertools.count()
+_live_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+def _check_count(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+class WorkerPool(Executor):
+    """A pool of worker threads running jobs with per-job timeouts and retries.
+
+    Args:
+        max_workers: worker threads; default ``min(32, cpu_count + 4)`` as ThreadPoolExecutor.
+        thread_name_prefix: prefix of worker thread names.
+        initializer: called with ``initargs`` at the start of every worker thread; if it
+            raises, the pool is broken (``BrokenThreadPool``), as in ThreadPoolExecutor.
+        initargs: arguments for ``initializer``.
+        timeout: seconds each attempt may run (None: no limit); a job's own overrides it.
+        retry: the default :class:`RetryPolicy` (None: one attempt); a job's own overrides it.
+        queue_size: bound of the job queue (0: unbounded).
+        max_abandoned_threads: how many hung threads (abandoned by a timeout) get a
+            replacement thread; beyond it the pool runs short-handed until they return.
+            Default: ``max_workers``.  Threads never exceed ``max_workers + this``.
+        interrupt_on_timeout: also raise :class:`chronos.JobInterrupted` inside an attempt
+            that overran (best effort: see :mod:`chronos.interrupt`).
+        exit_grace: at interpreter exit, seconds left for queued and running jobs to finish
+            before they are cancelled.
+        clock: time source (tests pass a :class:`chronos.testing.FakeClock`).
+        logger: a structlog logger for the lifecycle events (see :mod:`chronos.events`).
+
+    Raises:
+        TypeError, ValueError: for a bad argument, naming it.
+
+    Thread-safety: every public method may be called from any thread.  Job state is guarded
+    by the ledger lock (``stats.lock``); the set of worker threads by ``_threads_lock``.
+    The pool owns its worker threads and its timer thread.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "",
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        max_abandoned_threads: int | None = None,
+        interrupt_on_timeout: bool = False,
+        exit_grace: float = 5.0,
+        clock: Clock | None = None,
+        logger: Any = None,
+    ) -> None:
+        if max_workers is None:
+            max_workers = min(32, (os.cpu_count() or 1) + 4)
+        self._max_workers = _check_count("max_workers", max_workers, 1)
+        if not isinstance(thread_name_prefix, str):
+            raise TypeError(
+                f"thread_name_prefix must be a str, got {type(thread_name_prefix).__name__}"
+            )
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._timeout = check_timeout(timeout)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        self._retry = retry
+        queue_size = _check_count("queue_size", queue_size, 0)
+        if max_abandoned_threads is None:
+            max_abandoned_threads = self._max_workers
+        self._max_abandoned = _check_count("max_abandoned_threads", max_abandoned_threads, 0)
+        self._interrupt = bool(interrupt_on_timeout)
+        self._exit_grace = _check_number("exit_grace", exit_grace, minimum=0.0, inclusive=True)
+        self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        self._name = thread_name_prefix or f"chronos-pool-{next(_pool_numbers)}"
+
+        self.stats = Stats()
+        self._events = JobEvents(logger if logger is not None else default_logger())
+        self._ledger = Ledger(self.stats, self._events)
+        self._queue = JobQueue(queue_size)
+        self._idle = threading.Semaphore(0)
+        self._timer = Timer(
+            self._clock, self._on_deadline, self._events.internal_error, f"{self._name}_timer"
+        )
+        self._threads_lock = threading.Lock()  # guards the four fields below
+        self._active: set[WorkerSlot] = set()
+        self._abandoned: set[WorkerSlot] = set()
+        self._thread_numbers = itertools.count()
+        self._broken: str | None = None
+        self._dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
+        self._unfinished: list[Job[Any]] = []  # guarded by _threads_lock
+        self._finish_lock = threading.Lock()  # one thread at a time finishes the shutdown
+        self._finished = threading.Event()
+        self._finisher: threading.Thread | None = None
+        _live_pools.add(self)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def max_workers(self) -> int:
+        return self._max_workers
+
+    @property
+    def timeout(self) -> float | None:
+        """The default per-attempt timeout."""
+        return self._timeout
+
+    @property
+    def retry(self) -> RetryPolicy | None:
+        """The default retry policy."""
+        return self._retry
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> JobFuture[T]:
+        """Run ``fn(*args, **kwargs)`` as a job with the pool's timeout and retry policy.
+
+        Blocks while the queue is full (unless called from one of the pool's workers).
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+            RuntimeError: the pool is shut down.
+            BrokenThreadPool: a worker's initializer failed.
+        """
+        return self.submit_job(Job(fn, args, kwargs))
+
+    def submit_job(self, job: Job[T]) -> JobFuture[T]:
+        """Submit a :class:`Job` (with its own name, timeout or retry policy).
+
+        Raises:
+            TypeError: ``job`` is not a Job.
+            ValueError: the job was submitted before.
+            RuntimeError: the pool is shut down.
+            BrokenThreadPool: a worker's initializer failed.
+        """
+        if self._broken is not None:
+            raise BrokenThreadPool(self._broken)
+        admit(job, self._ledger, JobStatus.QUEUED, self._clock.now(), self)
+        if current_pool() is self:
+            self._queue.put_overflow(job)
+        else:
+            self._queue.put_job(job)
+        self._adjust_thread_count()
+        return job.future
+
+    def shutdown(
+        self, wait: bool = True, *, cancel_futures: bool = False, grace: float | None = None
+    ) -> None:
+        """Stop accepting jobs, then finish or cancel what is left.  Idempotent.
+
+        Order: refuse new jobs (``submit`` raises ``RuntimeError``); with ``cancel_futures``,
+        cancel every job that is pending, queued or waiting to retry; wait for the rest to
+        finish, retries included, for at most ``grace`` seconds (None: no limit); then cancel
+        what is still unfinished, abandoning the threads of running jobs; stop the workers
+        and the timer, joining each with a deadline.
+
+        Args:
+            wait: block until all of that is done (otherwise it happens in the background).
+            cancel_futures: cancel waiting jobs at once, as ThreadPoolExecutor does.
+            grace: the longest wait for unfinished jobs; 0 stops running jobs at once.
+
+        Jobs cancelled here are listed by :meth:`unfinished_jobs`.
+        """
+        if grace is not None:
+            grace = _check_number("grace", grace, minimum=0.0, inclusive=True)
+        if self._ledger.close():
+            self._events.pool("pool.shutdown", pool=self._name, phase="started")
+        for dispatcher in list(self._dispatchers):
+            dispatcher._pool_closed()
+        if cancel_futures:
+            self._cancel_waiting()
+        if grace == 0:
+            self._cancel_running()
+        if wait:
+            self._finish(grace)
+        else:
+            with self._finish_lock:
+                if self._finisher is None and not self._finished.is_set():
+                    self._finisher = threading.Thread(
+                        target=self._finish,
+                        args=(grace,),
+                        name=f"{self._name}_shutdown",
+                        daemon=True,
+                    )
+                    self._finisher.start()
+
+    def terminate(self) -> None:
+        """Shut down at once: cancel every unfinished job, running ones included."""
+        self.shutdown(wait=True, cancel_futures=True, grace=0)
+
+    def unfinished_jobs(self) -> list[Job[Any]]:
+        """Jobs that shutdown cancelled before they could finish, in the order it did.
+
+        A job with no attempts never ran; others were waiting to retry or were cut short.
+        Resubmit them elsewhere with :meth:`Job.clone`, or persist them.
+        """
+        with self._threads_lock:
+            return list(self._unfinished)
+
+    def threads(self) -> list[threading.Thread]:
+        """Every thread this pool started that is still alive (abandoned ones included)."""
+        with self._threads_lock:
+            slots = [*self._active, *self._abandoned]
+        candidates = [s.thread for s in slots] + [self._timer.thread, self._finisher]
+        return [t for t in candidates if t is not None and t.is_alive()]
+
+    def __repr__(self) -> str:
+        s = self.stats.snapshot()
+        state = "shut down" if self._ledger.closed else "running"
+        return (
+            f"<WorkerPool {self._name} {state} workers={self._max_workers} "
+            f"in_flight={s.in_flight} finished={s.finished}>"
+        )
+
+    # -- Route: where retries of directly submitted jobs re-enter ------------------------------
+
+    def requeue(self, job: Job[Any]) -> None:
+        if move(job, JobStatus.RETRY_WAIT, JobStatus.QUEUED, self._clock.now()):
+            self._queue.put_overflow(job)
+            self._adjust_thread_count()
+
+    # -- worker threads -------------------------------------------------------------------------
+
+    def _adjust_thread_count(self) -> None:
+        if self._idle.acquire(timeout=0):
+            return
+        with self._threads_lock:
+            if self._finished.is_set():
+                return
+            active = len(self._active)
+            if active < self._max_workers and (
+                active + len(self._abandoned) < self._max_workers + self._max_abandoned
+            ):
+                self._spawn()
+
+    def _spawn(self) -> None:  # caller holds _threads_lock
+        slot = WorkerSlot(f"{self._name}_{next(self._thread_numbers)}")
+        thread = threading.Thread(
+            target=worker_main, args=(self, slot), name=slot.name, daemon=True
+        )
+        slot.thread = thread
+        self._active.add(slot)
+        self._timer.watch(slot)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't create new thread at interpreter shutdown"
+            self._active.discard(slot)
+            self._timer.unwatch(slot)
+            self._events.internal_error("pool.spawn", exc)
+
+    def _run_initializer(self) -> bool:
+        if self._initializer is None:
+            return True
+        try:
+            self._initializer(*self._initargs)
+        except BaseException as exc:
+            self._events.internal_error("pool.initializer", exc)
+            self._initializer_failed()
+            return False
+        return True
+
+    def _initializer_failed(self) -> None:
+        with self._threads_lock:
+            self._broken = "A thread initializer failed, the thread pool is not usable anymore"
+        error = BrokenThreadPool(self._broken)
+        for job in self._ledger.live_jobs():
+            if move(job, WAITING_STATES, JobStatus.FAILED, self._clock.now()):
+                job.future.set_running_or_notify_cancel()
+                job.future.set_exception(error)
+        self._queue.wake_putters()
+
+    def _rejoin(self, slot: WorkerSlot) -> bool:
+        """An abandoned thread returned from its attempt: rejoin the pool or exit."""
+        with self._threads_lock:
+            self._abandoned.discard(slot)
+            self.stats.abandoned_threads.decrement()
+            if slot.interrupted or self._ledger.closed or len(self._active) >= self._max_workers:
+                return False
+            slot.abandoned = False
+            self._active.add(slot)
+            self._timer.watch(slot)
+            return True
+
+    def _thread_exited(self, slot: WorkerSlot) -> None:
+        with self._threads_lock:
+            self._active.discard(slot)
+        self._timer.unwatch(slot)
+
+    def _abandon(self, slot: WorkerSlot, replace: bool) -> bool:
+        """Move ``slot`` (already flagged abandoned) out of the active set; maybe replace it."""
+        self._timer.unwatch(slot)
+        with self._threads_lock:
+            self._active.discard(slot)
+            self._abandoned.add(slot)
+            if not replace or self._ledger.closed or len(self._abandoned) > self._max_abandoned:
+                return False
+            self._spawn()
+            return True
+
+    # -- running attempts (see chronos.attempts) -------------------------------------------------
+
+    def _run_job(self, job: Job[Any], slot: WorkerSlot) -> None:
+        attempts.run(self, job, slot)
+
+    def _on_deadline(self, slot: WorkerSlot, current: tuple[Job[Any], Any]) -> None:
+        attempts.on_deadline(self, slot, current)
+
+    # -- shutdown ---------------------------------------------------------------------------------
+
+    def _record_unfinished(self, job: Job[Any]) -> None:
+        with self._threads_lock:
+            self._unfinished.append(job)
+
+    def _cancel_waiting(self) -> None:
+        now = self._clock.now()
+        for job in self._ledger.live_jobs():
+            if move(job, WAITING_STATES, JobStatus.CANCELLED, now):
+                _resolve_cancelled(job)
+                self._events.cancelled(job, reason="shutdown")
+                self._record_unfinished(job)
+        self._queue.wake_putters()
+
+    def _cancel_running(self) -> None:
+        with self._threads_lock:
+            slots = list(self._active)
+        for slot in slots:
+            current = slot.current
+            if current is not None:
+                attempts.cancel_running(self, slot, current)
+
+    def _finish(self, grace: float | None) -> None:
+        if not self._ledger.drained.wait(grace):
+            self._cancel_waiting()
+            self._cancel_running()
+        with self._finish_lock:
+            if self._finished.is_set():
+                return
+            self._stop_threads()
+            self._finished.set()
+        self._events.pool(
+            "pool.shutdown", pool=self._name, phase="finished", **self.stats.snapshot().as_dict()
+        )
+
+    def _stop_threads(self) -> None:
+        self._queue.put_overflow(None)
+        self._queue.wake_putters()
+        with self._threads_lock:
+            slots = list(self._active)
+        for slot in slots:
+            thread = slot.thread
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(_JOIN_TIMEOUT)
+                if thread.is_alive():
+                    self._events.internal_error(
+                        "pool.shutdown", RuntimeError(f"worker {slot.name} did not exit")
+                    )
+        self._timer.stop(_JOIN_TIMEOUT)
+        for dispatcher in list(self._dispatchers):
+            dispatcher._join_quietly(_JOIN_TIMEOUT)
+
+
+@atexit.register
+def _shutdown_at_exit() -> None:
+    """Interpreter exit: give every live pool ``exit_grace`` seconds, then cancel the rest."""
+    for pool in list(_live_pools):
+        try:
+            pool.shutdown(wait=True, grace=pool._exit_grace)
+        except BaseException as exc:  # exit must go on
+            pool._events.internal_error("atexit", exc)

@@ -1,0 +1,165 @@
+"""RetryPolicy: tenacity's strategies turned into "retry after N seconds" or "give up".
+
+chronos uses tenacity as the *policy* only.  It never runs tenacity's retry loop, which
+sleeps in the calling thread: a job waiting for its retry holds no worker thread; it waits in
+the pool's timer heap and re-enters the queue (or its Dispatcher) when due.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import tenacity
+from tenacity.retry import retry_base
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+from chronos.errors import NonRetryableError
+
+__all__ = ["RetryPolicy"]
+
+#: Never retried, whatever a policy says.
+NEVER_RETRIED: tuple[type[BaseException], ...] = (
+    NonRetryableError,
+    KeyboardInterrupt,
+    SystemExit,
+)
+
+# tenacity's strategies read a RetryCallState, whose constructor wants a retrying object.
+# None of stop/wait/retry look at it; this one is never called.
+_RETRYING = tenacity.Retrying()
+
+
+def _check_exception_types(name: str, value: object) -> tuple[type[BaseException], ...]:
+    if isinstance(value, type):
+        value = (value,)
+    if not isinstance(value, tuple) or not all(
+        isinstance(t, type) and issubclass(t, BaseException) for t in value
+    ):
+        raise TypeError(f"{name} must be an exception class or a tuple of them, got {value!r}")
+    return value
+
+
+def _check_number(name: str, value: object, *, minimum: float, inclusive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if math.isnan(value) or value < minimum or (not inclusive and value == minimum):
+        bound = ">=" if inclusive else ">"
+        raise ValueError(f"{name} must be {bound} {minimum}, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How often, and after how long, a failed or timed-out attempt runs again.
+
+    By default: up to ``max_attempts`` attempts in all; the n-th retry waits a random time
+    in ``[0, min(max_backoff, backoff * multiplier ** (n - 1))]`` ("full jitter"), or exactly
+    that bound with ``jitter=False``; exceptions in ``retry_on`` are retried unless they are
+    in ``never_retry_on``.  With ``deadline``, no retry is scheduled that would start later
+    than ``deadline`` seconds after the first attempt started.
+
+    Any tenacity strategy replaces the matching default for full control: ``wait=`` (e.g.
+    ``tenacity.wait_fixed(1)``), ``stop=`` (replaces both ``max_attempts`` and ``deadline``)
+    and ``retry=`` (replaces ``retry_on``/``never_retry_on``).  Whatever they say,
+    :class:`chronos.NonRetryableError`, ``KeyboardInterrupt``, ``SystemExit`` and other
+    ``BaseException`` subclasses that are not ``Exception`` are never retried.
+
+    Thread-safety: immutable; share one policy between many jobs and threads.
+    """
+
+    max_attempts: int = 3
+    backoff: float = 0.1
+    max_backoff: float = 30.0
+    multiplier: float = 2.0
+    jitter: bool = True
+    deadline: float | None = None
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    never_retry_on: tuple[type[BaseException], ...] = ()
+    wait: wait_base | None = None
+    stop: stop_base | None = None
+    retry: retry_base | None = None
+    _wait: Any = field(init=False, repr=False, compare=False)
+    _stop: Any = field(init=False, repr=False, compare=False)
+    _retry: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise TypeError(f"max_attempts must be an int, got {type(self.max_attempts).__name__}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        _check_number("backoff", self.backoff, minimum=0.0, inclusive=True)
+        _check_number("max_backoff", self.max_backoff, minimum=0.0, inclusive=True)
+        _check_number("multiplier", self.multiplier, minimum=1.0, inclusive=True)
+        if self.max_backoff < self.backoff:
+            raise ValueError(
+                f"max_backoff must be >= backoff, got {self.max_backoff!r} < {self.backoff!r}"
+            )
+        if self.deadline is not None:
+            _check_number("deadline", self.deadline, minimum=0.0, inclusive=False)
+        object.__setattr__(self, "retry_on", _check_exception_types("retry_on", self.retry_on))
+        object.__setattr__(
+            self,
+            "never_retry_on",
+            _check_exception_types("never_retry_on", self.never_retry_on),
+        )
+        for name, base in (("wait", wait_base), ("stop", stop_base), ("retry", retry_base)):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, base):
+                raise TypeError(
+                    f"{name} must be a tenacity {base.__name__} (e.g. from tenacity.{name}), "
+                    f"got {value!r}"
+                )
+        object.__setattr__(self, "_wait", self.wait or self._default_wait())
+        object.__setattr__(self, "_stop", self.stop or self._default_stop())
+        object.__setattr__(self, "_retry", self.retry or self._default_retry())
+
+    def _default_wait(self) -> wait_base:
+        if self.jitter:
+            return tenacity.wait_random_exponential(
+                multiplier=self.backoff, max=self.max_backoff, exp_base=self.multiplier
+            )
+        return tenacity.wait_exponential(
+            multiplier=self.backoff, max=self.max_backoff, exp_base=self.multiplier, min=0
+        )
+
+    def _default_stop(self) -> stop_base:
+        stop: stop_base = tenacity.stop_after_attempt(self.max_attempts)
+        if self.deadline is not None:
+            stop = stop | tenacity.stop_before_delay(self.deadline)
+        return stop
+
+    def _default_retry(self) -> retry_base:
+        retry: retry_base = tenacity.retry_if_exception_type(self.retry_on)
+        if self.never_retry_on:
+            retry = retry & tenacity.retry_if_not_exception_type(self.never_retry_on)
+        return retry
+
+    def next_delay(self, attempt_number: int, error: BaseException, elapsed: float) -> float | None:
+        """Decide what follows a failed attempt.
+
+        Args:
+            attempt_number: the attempt that just failed, 1 for the first.
+            error: what it raised (a :class:`chronos.JobTimeoutError` if it timed out).
+            elapsed: seconds from the start of the first attempt to this failure.
+
+        Returns:
+            Seconds to wait before the next attempt, or None to give up.
+        """
+        if isinstance(error, NEVER_RETRIED) or not isinstance(error, Exception):
+            return None
+        state = tenacity.RetryCallState(_RETRYING, None, (), {})
+        state.attempt_number = attempt_number
+        state.start_time = 0.0
+        outcome: tenacity.Future = tenacity.Future(attempt_number)
+        outcome.set_exception(error)
+        state.outcome, state.outcome_timestamp = outcome, elapsed
+        if not self._retry(state):
+            return None
+        delay = max(0.0, float(self._wait(state)))
+        state.upcoming_sleep = delay
+        if self._stop(state):
+            return None
+        return delay

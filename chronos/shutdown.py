@@ -1,0 +1,141 @@
+"""Opt-in graceful shutdown on SIGINT/SIGTERM.  Never at import; main thread only.
+
+::
+
+    with WorkerPool(4) as pool, GracefulShutdown(pool, dispatcher, grace=5.0) as stop:
+        dispatcher.start()
+        dispatcher.dispatch(jobs)
+        dispatcher.close()
+        dispatcher.join()
+    if stop.interrupted:
+        sys.exit(130)
+
+The first signal stops the dispatchers (their undispatched jobs are cancelled), cancels the
+pool's queued jobs and jobs waiting to retry, and gives running jobs ``grace`` seconds to
+finish; after that they are cancelled and their threads abandoned.  A second signal does that
+at once.  The signal handler only counts the signal and sets an Event: the work happens on a
+watcher thread, so it is safe whatever the main thread was doing.  The previous handlers are
+restored when the block exits; after a signal, exiting the block first waits for the pool's
+shutdown to finish (a second signal still forces it).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterable
+from types import FrameType
+from typing import Any
+
+from chronos.dispatcher import Dispatcher
+from chronos.pool import WorkerPool
+from chronos.retry import _check_number
+
+__all__ = ["GracefulShutdown"]
+
+_Handler = Any  # what signal.signal returns: a callable, an int, a Handlers member or None
+
+
+class GracefulShutdown:
+    """Context manager that turns SIGINT/SIGTERM into a graceful, then immediate, shutdown.
+
+    Args:
+        pool: the pool to shut down.
+        dispatchers: dispatchers feeding it, stopped first.
+        grace: seconds running jobs may go on after the first signal.
+        signals: the signals to handle.
+
+    Raises:
+        RuntimeError: entered from a thread other than the main thread (Python delivers
+            signals to the main thread only).
+
+    Thread-safety: enter and exit on the main thread; the properties may be read anywhere.
+    """
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        *dispatchers: Dispatcher,
+        grace: float = 5.0,
+        signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+    ) -> None:
+        if not isinstance(pool, WorkerPool):
+            raise TypeError(f"pool must be a chronos.WorkerPool, got {type(pool).__name__}")
+        for d in dispatchers:
+            if not isinstance(d, Dispatcher):
+                raise TypeError(f"dispatchers must be chronos.Dispatcher, got {type(d).__name__}")
+        self._pool = pool
+        self._dispatchers = dispatchers
+        self.grace = _check_number("grace", grace, minimum=0.0, inclusive=True)
+        self._signals = tuple(signals)
+        self._previous: dict[signal.Signals, _Handler] = {}
+        self._received: list[int] = []  # appended by the handler only
+        self._wakeup = threading.Event()
+        self._exiting = False
+        self._watcher: threading.Thread | None = None
+        self.requested = threading.Event()  # set at the first signal
+        self.forced = threading.Event()  # set at the second
+
+    @property
+    def interrupted(self) -> bool:
+        """True once a signal arrived."""
+        return self.requested.is_set()
+
+    @property
+    def signals_received(self) -> list[int]:
+        """The signal numbers received, in order."""
+        return list(self._received)
+
+    def __enter__(self) -> GracefulShutdown:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(
+                "GracefulShutdown must be entered from the main thread: "
+                "Python runs signal handlers only there"
+            )
+        self._watcher = threading.Thread(
+            target=self._watch, name=f"{self._pool.name}_signals", daemon=True
+        )
+        self._watcher.start()
+        for sig in self._signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.requested.is_set():
+            # Keep the handlers until the pool is done, so a second signal can still force it.
+            self._pool._finished.wait()
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+        self._exiting = True
+        self._wakeup.set()
+        if self._watcher is not None:
+            self._watcher.join()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self._received.append(signum)
+        if len(self._received) == 1:
+            self.requested.set()
+        else:
+            self.forced.set()
+        self._wakeup.set()
+
+    def _watch(self) -> None:
+        graceful_started = False
+        while True:
+            self._wakeup.wait()
+            self._wakeup.clear()
+            if self.forced.is_set():
+                self._stop_dispatchers()
+                self._pool.terminate()
+                return
+            if self.requested.is_set() and not graceful_started:
+                graceful_started = True
+                self._stop_dispatchers()
+                self._pool.shutdown(wait=False, cancel_futures=True, grace=self.grace)
+            if self._exiting:
+                return
+
+    def _stop_dispatchers(self) -> None:
+        for dispatcher in self._dispatchers:
+            dispatcher.stop(timeout=1.0)

@@ -1,0 +1,98 @@
+"""Helpers for testing code that uses chronos (and for chronos's own tests).
+
+:class:`FakeClock` is a :class:`chronos.Clock` whose time moves only when a test calls
+:meth:`FakeClock.advance`, so tests of timeouts, backoff and rate limits are deterministic::
+
+    clock = FakeClock()
+    pool = WorkerPool(2, timeout=1.0, clock=clock)
+    clock.advance(1.0)   # every attempt started before now has timed out
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+__all__ = ["FakeClock"]
+
+# How often a FakeClock waiter looks at its Event while no advance() happens (real seconds).
+_POLL = 0.001
+
+
+class FakeClock:
+    """A manually driven clock.
+
+    ``wait(event, timeout)`` returns when ``event`` is set (seen within a millisecond of real
+    time) or when :meth:`advance` moves the clock past the waiter's deadline (at once).
+    A real-time safety net (``max_real_wait``) makes a wait that nothing ends fail loudly
+    instead of hanging a test.
+
+    Thread-safety: every method may be called from any thread.
+    """
+
+    def __init__(self, start: float = 0.0, *, max_real_wait: float = 30.0) -> None:
+        self._now = float(start)
+        self._cond = threading.Condition()  # guards _now and _waiters; advance() notifies
+        self._waiters = 0
+        self._max_real_wait = max_real_wait
+
+    def now(self) -> float:
+        with self._cond:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` (>= 0) and wake the waiters it concerns."""
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+        with self._cond:
+            self._now += seconds
+            self._cond.notify_all()
+
+    def set(self, now: float) -> None:
+        """Jump to ``now`` (never backwards)."""
+        with self._cond:
+            if now < self._now:
+                raise ValueError("a monotonic clock cannot go back")
+            self._now = now
+            self._cond.notify_all()
+
+    @property
+    def waiters(self) -> int:
+        """How many threads are blocked in :meth:`wait` right now."""
+        with self._cond:
+            return self._waiters
+
+    def wait_for_waiters(self, count: int, timeout: float = 5.0) -> bool:
+        """Block (real time) until at least ``count`` threads wait on this clock."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while self._waiters < count:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, _POLL))
+        return True
+
+    def wait(self, wakeup: threading.Event, timeout: float | None) -> bool:
+        real_end = time.monotonic() + self._max_real_wait
+        with self._cond:
+            deadline = None if timeout is None else self._now + timeout
+            self._waiters += 1
+            self._cond.notify_all()
+            try:
+                while True:
+                    if wakeup.is_set():
+                        return True
+                    if deadline is not None and self._now >= deadline:
+                        return False
+                    if time.monotonic() >= real_end:
+                        raise TimeoutError(
+                            f"FakeClock.wait: nothing advanced the clock or set the event in "
+                            f"{self._max_real_wait}s of real time (now={self._now})"
+                        )
+                    self._cond.wait(_POLL)
+            finally:
+                self._waiters -= 1
+
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self.now()})"

@@ -1,0 +1,92 @@
+"""The Dispatcher's throttle: a token bucket scheduled on absolute deadlines.
+
+Pure logic over times you pass in; the Dispatcher does the waiting, on an Event, so that
+shutdown wakes it at once.  Grants fall on a fixed grid ``start + k / rate``: a dispatcher
+that wakes a little late does not push every later grant back, so the achieved rate does not
+drift (a ``sleep(interval)`` loop drifts by its overhead on every tick).
+
+With ``burst=1`` this is a fixed-interval ticker that drops missed ticks, as Go's
+``time.Ticker`` does: after an idle spell the next grant comes at once, the one after it a
+full interval later.  With ``burst=b``, up to ``b`` grants may come back to back after an idle
+spell.  The guarantees, for a bucket started at ``s``:
+
+- by time ``t`` at most ``rate * (t - s) + burst`` grants have been made in all, and
+- in any window of ``w`` seconds fewer than ``rate * w + burst + 1`` are made: the one
+  extra is a tick that a late wake-up catches up on, the price of not drifting.
+"""
+
+from __future__ import annotations
+
+import math
+
+from chronos.retry import _check_number
+
+__all__ = ["TokenBucket"]
+
+
+class TokenBucket:
+    """A token bucket with ``rate`` tokens a second and room for ``burst`` of them.
+
+    The bucket starts full.
+
+    Thread-safety: not thread-safe; owned by the one thread that dispatches (the
+    Dispatcher's).
+    """
+
+    __slots__ = ("_burst_span", "_period", "_tat", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int = 1, *, start: float) -> None:
+        """Create a bucket.
+
+        Args:
+            rate: tokens per second, > 0.
+            burst: how many tokens may be taken back to back, >= 1.
+            start: the clock reading at which the bucket starts, full.
+
+        Raises:
+            TypeError, ValueError: for a bad ``rate`` or ``burst``.
+        """
+        self.rate = _check_number("rate", rate, minimum=0.0, inclusive=False)
+        if math.isinf(self.rate):
+            raise ValueError("rate must be finite; pass no rate at all for no rate limit")
+        if isinstance(burst, bool) or not isinstance(burst, int):
+            raise TypeError(f"burst must be an int, got {type(burst).__name__}")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst}")
+        self.burst = burst
+        self._period = 1.0 / self.rate
+        self._burst_span = (burst - 1) * self._period
+        # Theoretical arrival time of the next token (GCRA): a grant is allowed at any time
+        # t >= _tat - _burst_span, and each grant moves _tat one period along the grid.
+        self._tat = float(start)
+
+    @classmethod
+    def every(cls, interval: float, *, start: float) -> TokenBucket:
+        """A fixed-interval ticker: one grant every ``interval`` seconds, no bursts."""
+        interval = _check_number("interval", interval, minimum=0.0, inclusive=False)
+        return cls(1.0 / interval, 1, start=start)
+
+    def try_acquire(self, now: float) -> float:
+        """Take a token if one is available at ``now``.
+
+        Returns:
+            0.0 if a token was taken; otherwise the seconds until one is available (no token
+            is taken then).
+        """
+        ready_at = self._tat - self._burst_span
+        if now < ready_at:
+            return ready_at - now
+        tat = self._tat
+        if now > tat:
+            # Idle for a while: tokens beyond the burst were lost.  Stay on the grid: skip
+            # the whole periods that passed, never the fraction of one.
+            tat += math.floor((now - tat) / self._period) * self._period
+        self._tat = tat + self._period
+        return 0.0
+
+    def next_ready(self) -> float:
+        """The earliest clock reading at which a token is available."""
+        return self._tat - self._burst_span
+
+    def __repr__(self) -> str:
+        return f"TokenBucket(rate={self.rate!r}, burst={self.burst!r})"

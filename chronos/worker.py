@@ -1,0 +1,85 @@
+"""Worker threads: one :class:`WorkerSlot` per thread, and the loop each thread runs.
+
+A slot publishes the attempt its thread is running (``current``), which the pool's timer
+watches for deadlines and shutdown reads to cancel running jobs.  When an attempt is ended
+by someone other than its thread (timeout, immediate shutdown), the thread is *abandoned*:
+it is no longer one of the pool's ``max_workers`` and its late result is dropped.  When it
+finally returns it rejoins the pool if the pool is short of workers, and exits otherwise.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from chronos.errors import JobInterrupted
+
+if TYPE_CHECKING:
+    from chronos.job import Attempt, Job
+    from chronos.pool import WorkerPool
+
+__all__ = ["WorkerSlot", "current_pool"]
+
+_local = threading.local()
+
+
+def current_pool() -> WorkerPool | None:
+    """The pool whose worker thread this is, or None on any other thread."""
+    return getattr(_local, "pool", None)
+
+
+class WorkerSlot:
+    """One worker thread's place in the pool.
+
+    Thread-safety: ``current`` is set by the slot's own thread (inside the job transition
+    lock, when an attempt starts) and cleared under :attr:`lock` by whichever thread ends
+    the attempt first; ``abandoned`` and ``interrupted`` change only under :attr:`lock`.
+    """
+
+    __slots__ = ("abandoned", "current", "interrupted", "lock", "name", "thread")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock = threading.Lock()  # guards the hand-over of current / abandoned
+        self.current: tuple[Job[Any], Attempt] | None = None
+        self.abandoned = False
+        self.interrupted = False
+        self.thread: threading.Thread | None = None
+
+    def release(self) -> bool:
+        """Clear ``current`` after the attempt returned; True if the slot was abandoned."""
+        with self.lock:
+            self.current = None
+            return self.abandoned
+
+    def __repr__(self) -> str:
+        return f"<WorkerSlot {self.name} abandoned={self.abandoned}>"
+
+
+def worker_main(pool: WorkerPool, slot: WorkerSlot) -> None:
+    """The body of every worker thread."""
+    _local.pool = pool
+    if not pool._run_initializer():
+        pool._thread_exited(slot)
+        return
+    work_queue = pool._queue
+    while True:
+        try:
+            job = work_queue.get()
+            if job is None:  # stop sentinel: pass it on to the next worker
+                work_queue.put_overflow(None)
+                break
+            pool._run_job(job, slot)
+            del job
+            if slot.abandoned and not pool._rejoin(slot):
+                return
+            pool._idle.release()
+        except JobInterrupted:
+            # An interrupt meant for a job that had already returned; the slot was abandoned.
+            if not slot.interrupted:
+                raise
+            pool._rejoin(slot)
+            return
+        except BaseException as exc:  # chronos bug: log it, keep the thread
+            pool._events.internal_error("worker", exc)
+    pool._thread_exited(slot)
