@@ -1,0 +1,81 @@
+"""Shared fixtures: no leaked threads, structlog reset, a fake clock, gates for jobs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from chronos.testing import FakeClock
+
+#: How long (real seconds) a test's threads get to exit after it ends.
+THREAD_EXIT_GRACE = 5.0
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a thread running.
+
+    Tests that hang jobs on purpose release them (see ``gate``) before they end, so even
+    abandoned threads are gone by the time this looks.
+    """
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + THREAD_EXIT_GRACE
+    leaked: list[threading.Thread] = []
+    while time.monotonic() < deadline:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked:
+            return
+        time.sleep(0.01)
+    pytest.fail(f"test leaked threads: {sorted(t.name for t in leaked)}")
+
+
+@pytest.fixture(autouse=True)
+def reset_structlog() -> Iterator[None]:
+    """Every test starts and ends with structlog unconfigured."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start=1000.0)
+
+
+class Gate:
+    """A job body that blocks until the test opens the gate; counts who entered.
+
+    ``gate.wait`` is the job; ``gate.entered`` waits (bounded) for n jobs to be inside.
+    Opening it at teardown releases hung jobs so no thread outlives the test.
+    """
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self._cond = threading.Condition()
+        self.inside = 0
+
+    def wait(self, result: object = None) -> object:
+        with self._cond:
+            self.inside += 1
+            self._cond.notify_all()
+        self._open.wait(30)
+        return result
+
+    def entered(self, count: int, timeout: float = 5.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.inside >= count, timeout)
+
+    def open(self) -> None:
+        self._open.set()
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    g = Gate()
+    yield g
+    g.open()
