@@ -27,6 +27,8 @@ NEVER_RETRIED: tuple[type[BaseException], ...] = (
     SystemExit,
 )
 
+DEFAULT_MAX_BACKOFF = 30.0
+
 # tenacity's strategies read a RetryCallState, whose constructor wants a retrying object.
 # None of stop/wait/retry look at it; this one is never called.
 _RETRYING = tenacity.Retrying()
@@ -57,7 +59,8 @@ class RetryPolicy:
 
     By default: up to ``max_attempts`` attempts in all; the n-th retry waits a random time
     in ``[0, min(max_backoff, backoff * multiplier ** (n - 1))]`` ("full jitter"), or exactly
-    that bound with ``jitter=False``; exceptions in ``retry_on`` are retried unless they are
+    that bound with ``jitter=False``; ``max_backoff`` defaults to 30 s (or ``backoff``, if
+    larger); exceptions in ``retry_on`` are retried unless they are
     in ``never_retry_on``.  With ``deadline``, no retry is scheduled that would start later
     than ``deadline`` seconds after the first attempt started.
 
@@ -72,7 +75,7 @@ class RetryPolicy:
 
     max_attempts: int = 3
     backoff: float = 0.1
-    max_backoff: float = 30.0
+    max_backoff: float | None = None
     multiplier: float = 2.0
     jitter: bool = True
     deadline: float | None = None
@@ -91,8 +94,11 @@ class RetryPolicy:
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
         _check_number("backoff", self.backoff, minimum=0.0, inclusive=True)
-        _check_number("max_backoff", self.max_backoff, minimum=0.0, inclusive=True)
         _check_number("multiplier", self.multiplier, minimum=1.0, inclusive=True)
+        if self.max_backoff is None:
+            object.__setattr__(self, "max_backoff", max(DEFAULT_MAX_BACKOFF, float(self.backoff)))
+        _check_number("max_backoff", self.max_backoff, minimum=0.0, inclusive=True)
+        assert self.max_backoff is not None
         if self.max_backoff < self.backoff:
             raise ValueError(
                 f"max_backoff must be >= backoff, got {self.max_backoff!r} < {self.backoff!r}"
@@ -117,12 +123,14 @@ class RetryPolicy:
         object.__setattr__(self, "_retry", self.retry or self._default_retry())
 
     def _default_wait(self) -> wait_base:
+        cap = self.max_backoff
+        assert cap is not None  # filled in by __post_init__
         if self.jitter:
             return tenacity.wait_random_exponential(
-                multiplier=self.backoff, max=self.max_backoff, exp_base=self.multiplier
+                multiplier=self.backoff, max=cap, exp_base=self.multiplier
             )
         return tenacity.wait_exponential(
-            multiplier=self.backoff, max=self.max_backoff, exp_base=self.multiplier, min=0
+            multiplier=self.backoff, max=cap, exp_base=self.multiplier, min=0
         )
 
     def _default_stop(self) -> stop_base:
