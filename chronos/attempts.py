@@ -31,10 +31,9 @@ def run(pool: WorkerPool, job: Job[Any], slot: WorkerSlot) -> None:
     now = clock.now()
     timeout = job.timeout if job.timeout is not None else pool._timeout
     deadline = None if timeout is None else now + timeout
-    attempt = start_attempt(job, now, slot.name, deadline)
+    attempt = start_attempt(job, now, slot.name, deadline, slot)
     if attempt is None:  # cancelled while it waited in the queue
         return
-    slot.current = (job, attempt)
     if deadline is not None:
         pool._timer.deadline_armed(deadline)
     events = pool._events

@@ -95,6 +95,12 @@ class Attempt:
         return None if self.ended is None else self.ended - self.started
 
 
+class AttemptHolder(Protocol):
+    """Where a worker publishes its running attempt (a worker slot)."""
+
+    current: tuple[Job[Any], Attempt] | None
+
+
 class Route(Protocol):
     """Where a job re-enters after its retry backoff: the pool's queue or a Dispatcher."""
 
@@ -336,8 +342,14 @@ def move(
         return True
 
 
-def start_attempt(job: Job[Any], now: float, worker: str, deadline: float | None) -> Attempt | None:
-    """QUEUED -> RUNNING with a new Attempt, or None if the job is no longer queued."""
+def start_attempt(
+    job: Job[Any], now: float, worker: str, deadline: float | None, holder: AttemptHolder
+) -> Attempt | None:
+    """QUEUED -> RUNNING with a new Attempt, or None if the job is no longer queued.
+
+    The attempt is published on ``holder.current`` in the same critical section, so whoever
+    sees the job RUNNING (shutdown, under the same lock) also finds the thread running it.
+    """
     ledger = job._ledger
     assert ledger is not None
     with ledger.lock:
@@ -345,6 +357,7 @@ def start_attempt(job: Job[Any], now: float, worker: str, deadline: float | None
             return None
         attempt = Attempt(len(job.attempts) + 1, worker, now, deadline)
         job.attempts.append(attempt)
+        holder.current = (job, attempt)
         _apply(job, ledger, JobStatus.RUNNING, now, queue_wait=now - job._queued_at)
         return attempt
 

@@ -222,10 +222,13 @@ class WorkerPool(Executor):
             cancel_futures: cancel waiting jobs at once, as ThreadPoolExecutor does.
             grace: the longest wait for unfinished jobs; 0 stops running jobs at once.
 
-        Jobs cancelled here are listed by :meth:`unfinished_jobs`.
+        Jobs cancelled here are listed by :meth:`unfinished_jobs`.  Called from one of the
+        pool's own jobs, it never waits (the job would wait for itself).
         """
         if grace is not None:
             grace = _check_number("grace", grace, minimum=0.0, inclusive=True)
+        if current_pool() is self:
+            wait = False
         if self._ledger.close():
             self._events.pool("pool.shutdown", pool=self._name, phase="started")
         for dispatcher in list(self._dispatchers):
@@ -392,9 +395,13 @@ class WorkerPool(Executor):
                 attempts.cancel_running(self, slot, current)
 
     def _finish(self, grace: float | None) -> None:
-        if not self._ledger.drained.wait(grace):
+        drained = self._ledger.drained
+        if not drained.wait(grace):
             self._cancel_waiting()
             self._cancel_running()
+            if not drained.wait(_JOIN_TIMEOUT):  # cannot happen: every live job was cancelled
+                stuck = RuntimeError(f"unfinished after shutdown: {self._ledger.live_jobs()}")
+                self._events.internal_error("pool.shutdown", stuck)
         with self._finish_lock:
             if self._finished.is_set():
                 return
