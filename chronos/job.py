@@ -201,7 +201,9 @@ class Job(Generic[T]):
         self.fn = fn
         self.args = tuple(args)
         self.kwargs: dict[str, Any] = dict(kwargs) if kwargs else {}
-        self.name = name if name is not None else getattr(fn, "__name__", repr(fn))
+        if name is None:
+            name = getattr(fn, "__name__", None) or repr(fn)
+        self.name = name
         self.retry = retry
         self.attempts: list[Attempt] = []
         self.future: JobFuture[T] = JobFuture(self)
