@@ -245,10 +245,6 @@ class Dispatcher:
             self._sources.clear()
         self._wakeup.set()
 
-    def _join_quietly(self, timeout: float) -> None:
-        if self._started and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
     # -- internals -------------------------------------------------------------------------------
 
     def _admit(self, job: Job[Any]) -> None:  # caller holds _lock

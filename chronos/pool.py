@@ -426,7 +426,9 @@ class WorkerPool(Executor):
                     )
         self._timer.stop(_JOIN_TIMEOUT)
         for dispatcher in list(self._dispatchers):
-            dispatcher._join_quietly(_JOIN_TIMEOUT)
+            # Every job is terminal by now: nothing is lost by stopping a dispatcher that
+            # still waits for its next tick with a job shutdown cancelled.
+            dispatcher.stop(_JOIN_TIMEOUT)
 
 
 @atexit.register

@@ -13,14 +13,15 @@
 The first signal stops the dispatchers (their undispatched jobs are cancelled), cancels the
 pool's queued jobs and jobs waiting to retry, and gives running jobs ``grace`` seconds to
 finish; after that they are cancelled and their threads abandoned.  A second signal does that
-at once.  The signal handler only counts the signal and sets an Event: the work happens on a
-watcher thread, so it is safe whatever the main thread was doing.  The previous handlers are
-restored when the block exits; after a signal, exiting the block first waits for the pool's
+at once.  The signal handler takes no lock: it records the signal and writes one byte to a
+pipe that a watcher thread reads; the watcher does the work, so a signal is safe whatever the
+main thread was doing when it arrived.  The previous handlers are restored when the block exits; after a signal, exiting the block first waits for the pool's
 shutdown to finish (a second signal still forces it).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterable
@@ -69,17 +70,17 @@ class GracefulShutdown:
         self.grace = _check_number("grace", grace, minimum=0.0, inclusive=True)
         self._signals = tuple(signals)
         self._previous: dict[signal.Signals, _Handler] = {}
-        self._received: list[int] = []  # appended by the handler only
-        self._wakeup = threading.Event()
+        self._received: list[int] = []  # appended by the handler only (list.append is atomic)
+        self._pipe: tuple[int, int] | None = None  # the handler's only other act: one byte here
         self._exiting = False
         self._watcher: threading.Thread | None = None
-        self.requested = threading.Event()  # set at the first signal
-        self.forced = threading.Event()  # set at the second
+        self.requested = threading.Event()  # set (by the watcher) after the first signal
+        self.forced = threading.Event()  # set after the second
 
     @property
     def interrupted(self) -> bool:
         """True once a signal arrived."""
-        return self.requested.is_set()
+        return bool(self._received)
 
     @property
     def signals_received(self) -> list[int]:
@@ -92,47 +93,66 @@ class GracefulShutdown:
                 "GracefulShutdown must be entered from the main thread: "
                 "Python runs signal handlers only there"
             )
+        self._pipe = os.pipe()
         self._watcher = threading.Thread(
             target=self._watch, name=f"{self._pool.name}_signals", daemon=True
         )
         self._watcher.start()
-        for sig in self._signals:
-            self._previous[sig] = signal.signal(sig, self._handle)
+        try:
+            for sig in self._signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except BaseException:
+            self._restore_and_stop_watcher()
+            raise
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self.requested.is_set():
+        if self._received:
             # Keep the handlers until the pool is done, so a second signal can still force it.
+            self.requested.wait()
             self._pool._finished.wait()
+        self._restore_and_stop_watcher()
+
+    def _restore_and_stop_watcher(self) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
         self._exiting = True
-        self._wakeup.set()
+        if self._pipe is not None:
+            os.write(self._pipe[1], b"x")
         if self._watcher is not None:
             self._watcher.join()
+            self._watcher = None
+        if self._pipe is not None:
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        # Runs on the main thread between two bytecodes, possibly inside a lock the main
+        # thread holds: so it takes no lock at all, it only records and pokes the watcher.
         self._received.append(signum)
-        if len(self._received) == 1:
-            self.requested.set()
-        else:
-            self.forced.set()
-        self._wakeup.set()
+        if self._pipe is not None:
+            os.write(self._pipe[1], b"s")
 
     def _watch(self) -> None:
+        assert self._pipe is not None
+        read_fd = self._pipe[0]
         graceful_started = False
         while True:
-            self._wakeup.wait()
-            self._wakeup.clear()
-            if self.forced.is_set():
+            os.read(read_fd, 512)
+            count = len(self._received)
+            if count >= 2:
+                self.requested.set()
+                self.forced.set()
                 self._stop_dispatchers()
                 self._pool.terminate()
                 return
-            if self.requested.is_set() and not graceful_started:
+            if count == 1 and not graceful_started:
                 graceful_started = True
                 self._stop_dispatchers()
                 self._pool.shutdown(wait=False, cancel_futures=True, grace=self.grace)
+                self.requested.set()
             if self._exiting:
                 return
 

@@ -1,0 +1,425 @@
+"""GracefulShutdown against real signals, in a child process.
+
+Each test runs ``SIGNAL_SCRIPT`` with ``sys.executable`` and talks to it through its stdout:
+the child prints ``READY`` once its jobs are in a known state, the test sends signals, and
+the child ends with a JSON report.  Nothing waits by sleeping: every wait is bounded and
+ends on a line from the child (or on its exit).
+
+The child's jobs: 40 submitted to a Dispatcher limited to 8 back to back, then one every
+10 s, feeding a pool of 4 workers.  At ``READY`` four jobs run, four wait in the pool's queue
+and 32 wait in the dispatcher (its next token is 10 s away), whatever the machine's speed.
+How the running jobs behave is the child's first argument:
+
+- ``finish``: they block until the child has seen every waiting job cancelled, then return;
+- ``cooperative``: they wait on their :meth:`chronos.JobContext.wait`, so they return as
+  soon as their attempt is cancelled;
+- ``hang``: they block for 60 s, ignoring cancellation (a hung job).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from chronos import GracefulShutdown, WorkerPool
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Upper bound (s) for any one wait on the child: far above what a healthy run needs.
+CHILD_TIMEOUT = 20.0
+
+SIGNAL_SCRIPT = r'''
+import concurrent.futures
+import json
+import signal
+import sys
+import threading
+import time
+
+import chronos
+from chronos import Dispatcher, GracefulShutdown, Job, JobStatus, WorkerPool
+
+MODE = sys.argv[1]
+GRACE = float(sys.argv[2])
+BOUND = 20.0  # the longest the child waits for anything; the test's own bound is the same
+
+
+class WatchedClock:
+    """The system clock; records when the dispatcher starts waiting for a token (> 1 s)."""
+
+    def __init__(self):
+        self.throttled = threading.Event()
+
+    def now(self):
+        return chronos.SYSTEM_CLOCK.now()
+
+    def wait(self, wakeup, timeout):
+        if timeout is not None and timeout > 1.0:
+            self.throttled.set()
+        return chronos.SYSTEM_CLOCK.wait(wakeup, timeout)
+
+
+cond = threading.Condition()
+started = []  # names of the jobs that started, in order
+hung = set()  # names of the threads stuck in a hung job
+release = threading.Event()
+never = threading.Event()
+
+
+def body():
+    ctx = chronos.current_job()
+    with cond:
+        started.append(ctx.name)
+        if MODE == "hang":
+            hung.add(threading.current_thread().name)
+        cond.notify_all()
+    if MODE == "finish":
+        release.wait(BOUND)
+    elif MODE == "cooperative":
+        ctx.wait(BOUND)
+    else:
+        never.wait(60)
+    return ctx.name
+
+
+def settle(exclude, timeout):
+    """Join every other thread but ``exclude`` (bounded); the names of those still alive."""
+    deadline = time.monotonic() + timeout
+    main = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main and thread.name not in exclude:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    return sorted(t.name for t in threading.enumerate() if t is not main and t.is_alive())
+
+
+clock = WatchedClock()
+pool = WorkerPool(4, thread_name_prefix="worker", exit_grace=0.5)
+dispatcher = Dispatcher(pool, rate=0.1, burst=8, clock=clock, name="dispatcher")
+with GracefulShutdown(pool, dispatcher, grace=GRACE) as stop:
+    installed = signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    dispatcher.start()
+    futures = [dispatcher.submit(Job(body, name=f"job-{i}")) for i in range(40)]
+    dispatcher.close()
+    with cond:
+        assert cond.wait_for(lambda: len(started) == 4, BOUND), started
+    assert clock.throttled.wait(BOUND)  # jobs 0-7 are in the pool, the rest in the dispatcher
+    print("READY", flush=True)
+    assert stop.requested.wait(BOUND), "no signal came"
+    print("INTERRUPTED", flush=True)
+    if MODE == "finish":
+        waiting = [f for f in futures if f.job.name not in started]
+        _, not_done = concurrent.futures.wait(waiting, timeout=BOUND)
+        assert not not_done, f"{len(not_done)} waiting jobs were not cancelled"
+        release.set()
+    dispatcher.join(BOUND)
+
+threads = settle(hung, 5.0)
+snapshot = pool.stats.snapshot()
+report = {
+    "stats": snapshot.as_dict(),
+    "in_flight": snapshot.in_flight,
+    "finished": snapshot.finished,
+    "statuses": {f.job.name: f.job.status.value for f in futures},
+    "started": started,
+    "unfinished": [job.name for job in pool.unfinished_jobs()],
+    "leftovers": [job.name for job in dispatcher.leftover_jobs()],
+    "signals": stop.signals_received,
+    "installed": installed,
+    "sigint_restored": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+    "sigterm_restored": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+    "threads": threads,
+    "hung": sorted(hung),
+}
+print(json.dumps(report), flush=True)
+sys.exit(130 if stop.interrupted else 0)
+'''
+
+
+class Child:
+    """A Python script running in a child process, read line by line with a deadline."""
+
+    def __init__(self, script: Path, *args: str) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self._pending = b""  # stdout read but not yet split into lines
+
+    def expect(self, wanted: str, timeout: float = CHILD_TIMEOUT) -> None:
+        """Read stdout until the line ``wanted``; fail (and kill the child) on EOF or timeout."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while True:
+                while b"\n" in self._pending:
+                    raw, self._pending = self._pending.split(b"\n", 1)
+                    if raw.decode() == wanted:
+                        return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    self._fail(f"no {wanted!r} line from the child within {timeout} s")
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    self._fail(f"the child closed its stdout before printing {wanted!r}")
+                self._pending += chunk
+
+    def finish(self, timeout: float = CHILD_TIMEOUT) -> tuple[int, str, str]:
+        """Wait for the exit: (returncode, the rest of stdout, stderr); kill it on timeout."""
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._fail(f"the child did not exit within {timeout} s")
+        return self.proc.returncode, (self._pending + out).decode(), err.decode()
+
+    def kill(self) -> tuple[str, str]:
+        """Kill the child if it runs; its remaining stdout and stderr."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        out, err = self.proc.communicate(timeout=CHILD_TIMEOUT)
+        return (self._pending + out).decode(), err.decode()
+
+    def _fail(self, message: str) -> NoReturn:
+        out, err = self.kill()
+        pytest.fail(f"{message}\n--- stdout ---\n{out}\n--- stderr ---\n{err}")
+
+
+Spawn = Callable[..., Child]
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """``spawn(*args)`` runs SIGNAL_SCRIPT; every child still running at teardown is killed."""
+    script = tmp_path / "child.py"
+    script.write_text(SIGNAL_SCRIPT)
+    children: list[Child] = []
+
+    def start(*args: str) -> Child:
+        child = Child(script, *args)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        if child.proc.returncode is None:
+            child.kill()
+
+
+def report_of(stdout: str) -> dict[str, Any]:
+    """The JSON report: the child's last stdout line."""
+    report: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    return report
+
+
+def assert_clean_stderr(stderr: str) -> None:
+    for marker in ("Traceback", "Exception ignored", "Fatal Python error", "internal_error"):
+        assert marker not in stderr, stderr
+
+
+def assert_books_balance(report: dict[str, Any]) -> None:
+    """Every job reached a terminal state and was counted once."""
+    stats = report["stats"]
+    assert stats["submitted"] == 40
+    assert report["in_flight"] == 0
+    assert report["finished"] == stats["submitted"]
+    assert stats["running"] == stats["queued"] == stats["pending"] == 0
+    assert stats["waiting_to_retry"] == 0
+    assert sorted(report["statuses"].values()) == sorted(
+        ["succeeded"] * stats["succeeded"] + ["cancelled"] * stats["cancelled"]
+    )
+
+
+def assert_cancel_order(unfinished: list[str]) -> None:
+    """The pool listed its queued jobs (cancelled first, in order), then its running ones."""
+    assert unfinished[:4] == WAITING_IN_POOL
+    assert sorted(unfinished[4:]) == FIRST_FOUR
+
+
+WAITING_IN_POOL = [f"job-{i}" for i in range(4, 8)]
+WAITING_IN_DISPATCHER = [f"job-{i}" for i in range(8, 40)]
+FIRST_FOUR = [f"job-{i}" for i in range(4)]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_first_signal_lets_running_jobs_finish_and_cancels_the_waiting_ones(
+    spawn: Spawn, signum: signal.Signals
+) -> None:
+    child = spawn("finish", "10")
+    child.expect("READY")
+    child.proc.send_signal(signum)
+    returncode, stdout, stderr = child.finish()
+
+    assert returncode == 130, stderr
+    assert_clean_stderr(stderr)
+    report = report_of(stdout)
+    assert report["signals"] == [signum]
+    assert_books_balance(report)
+    # The four running jobs finished well within their grace; nothing else ever started.
+    assert sorted(report["started"]) == FIRST_FOUR
+    assert report["stats"]["succeeded"] == 4
+    assert report["stats"]["cancelled"] == 36
+    assert report["stats"]["abandoned_threads_total"] == 0
+    # The dispatcher cancelled and listed what it still held, the pool what it had queued.
+    assert report["leftovers"] == WAITING_IN_DISPATCHER
+    assert report["unfinished"] == WAITING_IN_POOL
+    assert report["installed"]
+    assert report["sigint_restored"]
+    assert report["sigterm_restored"]
+    assert report["threads"] == []
+
+
+def test_running_jobs_are_cancelled_when_the_grace_period_ends(spawn: Spawn) -> None:
+    child = spawn("cooperative", "0.3")
+    child.expect("READY")
+    child.proc.send_signal(signal.SIGINT)
+    returncode, stdout, stderr = child.finish()
+
+    assert returncode == 130, stderr
+    assert_clean_stderr(stderr)
+    report = report_of(stdout)
+    assert_books_balance(report)
+    assert report["stats"]["cancelled"] == 40
+    assert_cancel_order(report["unfinished"])
+    assert report["leftovers"] == WAITING_IN_DISPATCHER
+    # Their threads were abandoned when the grace ran out, then returned from ctx.wait().
+    assert report["stats"]["abandoned_threads_total"] == 4
+    assert report["stats"]["abandoned_threads"] == 0
+    assert report["threads"] == []
+    assert report["sigint_restored"]
+
+
+def test_second_signal_cancels_hung_jobs_at_once_and_exits_without_them(spawn: Spawn) -> None:
+    child = spawn("hang", "30")  # a grace that would outlast the test
+    child.expect("READY")
+    child.proc.send_signal(signal.SIGINT)
+    child.expect("INTERRUPTED")  # the first signal was handled: a second one is not merged
+    forced_at = time.monotonic()
+    child.proc.send_signal(signal.SIGINT)
+    returncode, stdout, stderr = child.finish()
+    elapsed = time.monotonic() - forced_at
+
+    # The jobs would hang for 60 s and the grace was 30 s: exit came long before either.
+    assert elapsed < 10, elapsed
+    assert returncode == 130, stderr
+    assert_clean_stderr(stderr)
+    report = report_of(stdout)
+    assert report["signals"] == [signal.SIGINT, signal.SIGINT]
+    assert_books_balance(report)
+    assert report["stats"]["cancelled"] == 40
+    assert_cancel_order(report["unfinished"])
+    assert report["leftovers"] == WAITING_IN_DISPATCHER
+    # The four hung threads are counted as abandoned, and they are the only ones left.
+    assert report["stats"]["abandoned_threads"] == 4
+    assert report["stats"]["abandoned_threads_total"] == 4
+    assert len(report["hung"]) == 4
+    assert report["threads"] == report["hung"]
+    assert report["sigint_restored"]
+
+
+def test_a_burst_of_signals_shuts_down_cleanly(spawn: Spawn) -> None:
+    child = spawn("cooperative", "0.3")
+    child.expect("READY")
+    for _ in range(5):
+        child.proc.send_signal(signal.SIGINT)
+    returncode, stdout, stderr = child.finish()
+
+    assert returncode == 130, stderr
+    assert_clean_stderr(stderr)
+    report = report_of(stdout)
+    # The kernel may merge signals that arrive before the handler runs.
+    assert 1 <= len(report["signals"]) <= 5
+    assert set(report["signals"]) == {signal.SIGINT}
+    assert_books_balance(report)
+    assert report["stats"]["cancelled"] == 40
+    assert_cancel_order(report["unfinished"])
+    assert report["leftovers"] == WAITING_IN_DISPATCHER
+    assert report["threads"] == []
+    assert report["sigint_restored"]
+    assert report["sigterm_restored"]
+
+
+# -- in this process: pytest runs tests on the main thread ----------------------------------
+
+
+def test_handlers_are_installed_inside_the_block_and_restored_after() -> None:
+    def previous(signum: int, frame: object) -> None:  # pragma: no cover - never called
+        raise AssertionError("not expected to run")
+
+    old_int = signal.signal(signal.SIGINT, previous)
+    try:
+        with WorkerPool(1) as pool, GracefulShutdown(pool, grace=0) as stop:
+            installed = signal.getsignal(signal.SIGINT)
+            assert installed not in (previous, signal.default_int_handler)
+            assert callable(installed)
+            assert signal.getsignal(signal.SIGTERM) == installed
+        assert signal.getsignal(signal.SIGINT) is previous
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        assert not stop.interrupted
+        assert stop.signals_received == []
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+
+
+def test_handlers_are_restored_when_the_block_raises() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with (
+        WorkerPool(1) as pool,
+        pytest.raises(ZeroDivisionError, match="division by zero"),
+        GracefulShutdown(pool, signals=(signal.SIGINT,)),
+    ):
+        _ = 1 / 0
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_failed_enter_restores_the_handlers_and_stops_its_watcher() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with WorkerPool(1, thread_name_prefix="failed-enter") as pool:
+        stop = GracefulShutdown(pool, signals=(signal.SIGINT, signal.SIGKILL))
+        try:
+            with pytest.raises(OSError, match="Invalid argument"):
+                stop.__enter__()  # SIGKILL cannot be caught: the second install fails
+            assert signal.getsignal(signal.SIGINT) is before
+            watchers = [t.name for t in threading.enumerate() if t.name == "failed-enter_signals"]
+            assert watchers == []
+        finally:  # undo what a failed __enter__ left behind, so later tests are not affected
+            stop.__exit__(None, None, None)
+            signal.signal(signal.SIGINT, before)
+
+
+def test_entering_from_another_thread_raises() -> None:
+    errors: list[BaseException] = []
+    before = signal.getsignal(signal.SIGINT)
+    with WorkerPool(1) as pool:
+        stop = GracefulShutdown(pool)
+
+        def enter() -> None:
+            try:
+                stop.__enter__()
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=enter, name="not-main")
+        thread.start()
+        thread.join(5)
+        assert not thread.is_alive()
+    assert len(errors) == 1
+    with pytest.raises(RuntimeError, match="must be entered from the main thread"):
+        raise errors[0]
+    assert signal.getsignal(signal.SIGINT) is before
