@@ -15,8 +15,9 @@ pool's queued jobs and jobs waiting to retry, and gives running jobs ``grace`` s
 finish; after that they are cancelled and their threads abandoned.  A second signal does that
 at once.  The signal handler takes no lock: it records the signal and writes one byte to a
 pipe that a watcher thread reads; the watcher does the work, so a signal is safe whatever the
-main thread was doing when it arrived.  The previous handlers are restored when the block exits; after a signal, exiting the block first waits for the pool's
-shutdown to finish (a second signal still forces it).
+main thread was doing when it arrived.  The previous handlers are restored when the block
+exits; after a signal, exiting the block first waits for the pool's shutdown to finish (a
+second signal still forces it).
 """
 
 from __future__ import annotations
