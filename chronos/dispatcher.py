@@ -82,7 +82,9 @@ class Dispatcher:
         elif rate is not None:
             self._bucket = TokenBucket(rate, 1 if burst is None else burst, start=start)
         self._name = name or f"chronos-dispatcher-{next(_numbers)}"
-        self._lock = threading.Lock()  # guards the fields down to _outstanding
+        # Guards the fields down to _outstanding.  Reentrant: a done-callback may run on the
+        # thread that holds it (add_done_callback calls it at once if the job is done).
+        self._lock = threading.RLock()
         self._retries: deque[Job[Any]] = deque()
         self._intake: deque[Job[Any]] = deque()
         self._sources: deque[Iterator[object]] = deque()

@@ -338,8 +338,9 @@ class WorkerPool(Executor):
     def _rejoin(self, slot: WorkerSlot) -> bool:
         """An abandoned thread returned from its attempt: rejoin the pool or exit."""
         with self._threads_lock:
-            self._abandoned.discard(slot)
-            self.stats.abandoned_threads.decrement()
+            if slot in self._abandoned:  # idempotent: a stray interrupt may bring us back here
+                self._abandoned.discard(slot)
+                self.stats.abandoned_threads.decrement()
             if slot.interrupted or self._ledger.closed or len(self._active) >= self._max_workers:
                 return False
             slot.abandoned = False
