@@ -22,11 +22,13 @@ class Clock(Protocol):
         """Monotonic seconds; only differences between two readings mean anything."""
         ...
 
-    def wait(self, wakeup: threading.Event, timeout: float | None) -> bool:
-        """Block until ``wakeup`` is set or ``timeout`` seconds of this clock have passed.
+    def wait_until(self, wakeup: threading.Event, deadline: float | None) -> bool:
+        """Block until ``wakeup`` is set or this clock reads ``deadline`` or later.
 
-        ``wakeup`` means "something changed, look again": callers clear it before they look
-        at their state and must tolerate spurious wake-ups.
+        The deadline is absolute (a reading of :meth:`now`, None for no deadline), so time
+        that passes between computing it and calling this is not added to the wait.  The
+        Event is never changed; callers that use it as a "look again" signal clear it before
+        they look at their state, and tolerate spurious wake-ups.
 
         Returns:
             True if ``wakeup`` was set.
@@ -45,8 +47,11 @@ class SystemClock:
     def now(self) -> float:
         return time.monotonic()
 
-    def wait(self, wakeup: threading.Event, timeout: float | None) -> bool:
-        if timeout is not None and timeout <= 0:
+    def wait_until(self, wakeup: threading.Event, deadline: float | None) -> bool:
+        if deadline is None:
+            return wakeup.wait()
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
             return wakeup.is_set()
         return wakeup.wait(timeout)
 

@@ -94,10 +94,11 @@ class JobContext:
             True if the attempt was cancelled or timed out (stop now), False otherwise.
         """
         event = cancel_event(self.job, self.attempt)
-        remaining = self.remaining()
-        if timeout is None or (remaining is not None and remaining < timeout):
-            timeout = remaining
-        self._clock.wait(event, timeout)
+        deadline = self.attempt.deadline
+        if timeout is not None:
+            until = self._clock.now() + timeout
+            deadline = until if deadline is None else min(deadline, until)
+        self._clock.wait_until(event, deadline)
         return self.cancelled
 
 

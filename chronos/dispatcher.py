@@ -321,7 +321,7 @@ class Dispatcher:
                 continue
             if done:
                 return None
-            self._clock.wait(self._wakeup, None)
+            self._clock.wait_until(self._wakeup, None)
 
     def _pull(self, source: Iterator[object]) -> Job[Any] | None:
         try:
@@ -364,12 +364,10 @@ class Dispatcher:
         bucket = self._bucket
         if bucket is None:
             return not self._stop.is_set()
-        while True:
-            wait = bucket.try_acquire(self._clock.now())
-            if wait == 0.0:
-                return True
-            if self._clock.wait(self._stop, wait):
+        while bucket.try_acquire(self._clock.now()) > 0.0:
+            if self._clock.wait_until(self._stop, bucket.grant_time()):
                 return False
+        return True
 
     def _push(self, job: Job[Any]) -> None:
         pool = self._pool

@@ -278,6 +278,12 @@ def resolve_cancelled(job: Job[Any]) -> None:
 # -- the transition function and its compare-and-set helpers -------------------------------
 
 
+def _check_legal(job: Job[Any], new: JobStatus) -> None:
+    old = job._status
+    if new not in _LEGAL[old]:
+        raise IllegalTransitionError(f"job #{job.id}: {old.value} -> {new.value} is not allowed")
+
+
 def _apply(
     job: Job[Any],
     ledger: Ledger,
@@ -289,9 +295,8 @@ def _apply(
     timed_out: bool = False,
 ) -> None:
     """The only writer of ``job._status``.  Caller holds ``ledger.lock``."""
+    _check_legal(job, new)
     old = job._status
-    if new not in _LEGAL[old]:
-        raise IllegalTransitionError(f"job #{job.id}: {old.value} -> {new.value} is not allowed")
     job._status = new
     if new is JobStatus.QUEUED:
         job._queued_at = now
@@ -319,6 +324,7 @@ def admit(job: Job[Any], ledger: Ledger, new: JobStatus, now: float, route: Rout
             raise ValueError(f"{job!r} was already submitted; a Job can be submitted once")
         if ledger.closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        _check_legal(job, new)
         job._ledger = ledger
         job._route = route
         _apply(job, ledger, new, now)
@@ -331,9 +337,18 @@ def move(
 
     Returns:
         True if the job was in ``expected`` (one state or a set) and is now in ``new``.
+
+    Raises:
+        IllegalTransitionError: ``new`` or ``expected`` is RUNNING (use start_attempt or
+            end_attempt), or the state machine does not allow the move.
     """
     ledger = job._ledger
     assert ledger is not None, "move() on a job that was never submitted"
+    if new is JobStatus.RUNNING or (
+        expected is JobStatus.RUNNING
+        or (isinstance(expected, frozenset) and JobStatus.RUNNING in expected)
+    ):
+        raise IllegalTransitionError("move() never enters or leaves RUNNING: use the attempts")
     with ledger.lock:
         status = job._status
         if status is not expected and (
@@ -382,6 +397,7 @@ def end_attempt(
     with ledger.lock:
         if job._status is not JobStatus.RUNNING or job.attempts[-1] is not attempt:
             return False
+        _check_legal(job, new)
         attempt.ended = now
         attempt.outcome = outcome
         attempt.error = error

@@ -125,6 +125,8 @@ class RetryPolicy:
     def _default_wait(self) -> wait_base:
         cap = self.max_backoff
         assert cap is not None  # filled in by __post_init__
+        if self.backoff == 0:  # tenacity's exponential overflows to its max after ~1024 tries
+            return tenacity.wait_none()
         if self.jitter:
             return tenacity.wait_random_exponential(
                 multiplier=self.backoff, max=cap, exp_base=self.multiplier

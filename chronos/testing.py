@@ -22,8 +22,8 @@ _POLL = 0.001
 class FakeClock:
     """A manually driven clock.
 
-    ``wait(event, timeout)`` returns when ``event`` is set (seen within a millisecond of real
-    time) or when :meth:`advance` moves the clock past the waiter's deadline (at once).
+    ``wait_until(event, deadline)`` returns when ``event`` is set (seen within a millisecond
+    of real time) or when :meth:`advance` moves the clock to the deadline or past it (at once).
     A real-time safety net (``max_real_wait``) makes a wait that nothing ends fail loudly
     instead of hanging a test.
 
@@ -58,7 +58,7 @@ class FakeClock:
 
     @property
     def waiters(self) -> int:
-        """How many threads are blocked in :meth:`wait` right now."""
+        """How many threads are blocked in :meth:`wait_until` right now."""
         with self._cond:
             return self._waiters
 
@@ -73,10 +73,9 @@ class FakeClock:
                 self._cond.wait(min(left, _POLL))
         return True
 
-    def wait(self, wakeup: threading.Event, timeout: float | None) -> bool:
+    def wait_until(self, wakeup: threading.Event, deadline: float | None) -> bool:
         real_end = time.monotonic() + self._max_real_wait
         with self._cond:
-            deadline = None if timeout is None else self._now + timeout
             self._waiters += 1
             self._cond.notify_all()
             try:

@@ -6,9 +6,9 @@ that wakes a little late does not push every later grant back, so the achieved r
 drift (a ``sleep(interval)`` loop drifts by its overhead on every tick).
 
 With ``burst=1`` this is a fixed-interval ticker that drops missed ticks, as Go's
-``time.Ticker`` does: after an idle spell the next grant comes at once, the one after it a
-full interval later.  With ``burst=b``, up to ``b`` grants may come back to back after an idle
-spell.  The guarantees, for a bucket started at ``s``:
+``time.Ticker`` does: after an idle spell the next grant comes at once, the one after it at
+the next tick of the grid (less than an interval later).  With ``burst=b``, up to ``b``
+grants may come back to back after an idle spell.  The guarantees, for a bucket started at ``s``:
 
 - by time ``t`` at most ``rate * (t - s) + burst`` grants have been made in all, and
 - in any window of ``w`` seconds fewer than ``rate * w + burst + 1`` are made: the one
@@ -23,6 +23,10 @@ from chronos.retry import _check_number
 
 __all__ = ["TokenBucket"]
 
+#: A grant may come this much early (seconds), so that float rounding of clock readings
+#: (1000.0 + 0.3 + 0.3 < 1000.0 + 2 * 0.3) never makes a caller miss a tick.
+_TOLERANCE = 1e-9
+
 
 class TokenBucket:
     """A token bucket with ``rate`` tokens a second and room for ``burst`` of them.
@@ -33,7 +37,7 @@ class TokenBucket:
     Dispatcher's).
     """
 
-    __slots__ = ("_burst_span", "_period", "_tat", "burst", "rate")
+    __slots__ = ("_next", "_period", "_start", "burst", "rate")
 
     def __init__(self, rate: float, burst: int = 1, *, start: float) -> None:
         """Create a bucket.
@@ -55,16 +59,21 @@ class TokenBucket:
             raise ValueError(f"burst must be >= 1, got {burst}")
         self.burst = burst
         self._period = 1.0 / self.rate
-        self._burst_span = (burst - 1) * self._period
-        # Theoretical arrival time of the next token (GCRA): a grant is allowed at any time
-        # t >= _tat - _burst_span, and each grant moves _tat one period along the grid.
-        self._tat = float(start)
+        self._start = float(start)
+        # The grid index of the next token's theoretical arrival time (GCRA): that time is
+        # _start + _next * _period, and a grant is allowed from (burst - 1) periods before
+        # it.  Counting in whole periods keeps the grid exact: no rounding accumulates.
+        self._next = 0
 
     @classmethod
     def every(cls, interval: float, *, start: float) -> TokenBucket:
         """A fixed-interval ticker: one grant every ``interval`` seconds, no bursts."""
         interval = _check_number("interval", interval, minimum=0.0, inclusive=False)
-        return cls(1.0 / interval, 1, start=start)
+        if math.isinf(interval) or math.isinf(1.0 / interval):
+            raise ValueError(f"interval must be finite and representable, got {interval!r}")
+        bucket = cls(1.0 / interval, 1, start=start)
+        bucket._period = interval  # exactly, not 1 / (1 / interval)
+        return bucket
 
     def try_acquire(self, now: float) -> float:
         """Take a token if one is available at ``now``.
@@ -73,20 +82,28 @@ class TokenBucket:
             0.0 if a token was taken; otherwise the seconds until one is available (no token
             is taken then).
         """
-        ready_at = self._tat - self._burst_span
-        if now < ready_at:
+        ready_at = self.next_ready()
+        if now < ready_at - _TOLERANCE:
             return ready_at - now
-        tat = self._tat
+        tat = self._start + self._next * self._period
         if now > tat:
             # Idle for a while: tokens beyond the burst were lost.  Stay on the grid: skip
             # the whole periods that passed, never the fraction of one.
-            tat += math.floor((now - tat) / self._period) * self._period
-        self._tat = tat + self._period
+            self._next += math.floor((now - tat + _TOLERANCE) / self._period)
+        self._next += 1
         return 0.0
+
+    def grant_time(self) -> float:
+        """The earliest clock reading at which :meth:`try_acquire` grants (wait until then).
+
+        It is :meth:`next_ready` less the rounding tolerance, so that a clock that adds up
+        to the ready time with rounding error (``1000.0 + 0.3 + 0.3``) is not missed.
+        """
+        return self.next_ready() - _TOLERANCE
 
     def next_ready(self) -> float:
         """The earliest clock reading at which a token is available."""
-        return self._tat - self._burst_span
+        return self._start + (self._next - self.burst + 1) * self._period
 
     def __repr__(self) -> str:
         return f"TokenBucket(rate={self.rate!r}, burst={self.burst!r})"

@@ -160,7 +160,7 @@ class Timer:
                 self._fire(due, expired)
                 continue
             self._next_wake = next_due
-            clock.wait(self._wakeup, None if next_due == math.inf else next_due - now)
+            clock.wait_until(self._wakeup, None if next_due == math.inf else next_due)
 
     def _fire(
         self,

@@ -64,10 +64,10 @@ class WatchedClock:
     def now(self):
         return chronos.SYSTEM_CLOCK.now()
 
-    def wait(self, wakeup, timeout):
-        if timeout is not None and timeout > 1.0:
+    def wait_until(self, wakeup, deadline):
+        if deadline is not None and deadline - self.now() > 1.0:
             self.throttled.set()
-        return chronos.SYSTEM_CLOCK.wait(wakeup, timeout)
+        return chronos.SYSTEM_CLOCK.wait_until(wakeup, deadline)
 
 
 cond = threading.Condition()
