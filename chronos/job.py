@@ -197,13 +197,36 @@ class Job(Generic[T]):
         self.timeout = check_timeout(timeout)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        self._init(fn, tuple(args), dict(kwargs) if kwargs else {}, name, self.timeout, retry)
+
+    @classmethod
+    def _of_call(
+        cls, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Job[T]:
+        """A Job for ``submit(fn, *args, **kwargs)``: only ``fn`` needs checking there."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        job: Job[T] = cls.__new__(cls)
+        job._init(fn, args, kwargs, None, None, None)
+        return job
+
+    def _init(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str | None,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+    ) -> None:
         self.id = next(_job_ids)
         self.fn = fn
-        self.args = tuple(args)
-        self.kwargs: dict[str, Any] = dict(kwargs) if kwargs else {}
+        self.args = args
+        self.kwargs = kwargs
         if name is None:
             name = getattr(fn, "__name__", None) or repr(fn)
         self.name = name
+        self.timeout = timeout
         self.retry = retry
         self.attempts: list[Attempt] = []
         self.future: JobFuture[T] = JobFuture(self)
@@ -294,8 +317,10 @@ def _apply(
     run_time: float | None = None,
     timed_out: bool = False,
 ) -> None:
-    """The only writer of ``job._status``.  Caller holds ``ledger.lock``."""
-    _check_legal(job, new)
+    """The only writer of ``job._status``.
+
+    The caller holds ``ledger.lock`` and has checked the move (:func:`_check_legal`).
+    """
     old = job._status
     job._status = new
     if new is JobStatus.QUEUED:
@@ -355,6 +380,7 @@ def move(
             not isinstance(expected, frozenset) or status not in expected
         ):
             return False
+        _check_legal(job, new)
         _apply(job, ledger, new, now)
         return True
 
@@ -371,7 +397,7 @@ def start_attempt(
     assert ledger is not None
     with ledger.lock:
         if job._status is not JobStatus.QUEUED:
-            return None
+            return None  # QUEUED -> RUNNING is always legal
         attempt = Attempt(len(job.attempts) + 1, worker, now, deadline)
         job.attempts.append(attempt)
         holder.current = (job, attempt)

@@ -135,7 +135,6 @@ class WorkerPool(Executor):
         self._events = JobEvents(logger if logger is not None else default_logger())
         self._ledger = Ledger(self.stats, self._events)
         self._queue = JobQueue(queue_size)
-        self._idle = threading.Semaphore(0)
         self._timer = Timer(
             self._clock, self._on_deadline, self._events.internal_error, f"{self._name}_timer"
         )
@@ -185,7 +184,7 @@ class WorkerPool(Executor):
             RuntimeError: the pool is shut down.
             BrokenThreadPool: a worker's initializer failed.
         """
-        return self.submit_job(Job(fn, args, kwargs))
+        return self.submit_job(Job._of_call(fn, args, kwargs))
 
     def submit_job(self, job: Job[T]) -> JobFuture[T]:
         """Submit a :class:`Job` (with its own name, timeout or retry policy).
@@ -288,7 +287,9 @@ class WorkerPool(Executor):
     # -- worker threads -------------------------------------------------------------------------
 
     def _adjust_thread_count(self) -> None:
-        if self._idle.acquire(timeout=0):
+        # One more thread per submission until max_workers run: a plain length test on the
+        # hot path, where ThreadPoolExecutor pays a Semaphore round trip per job.
+        if len(self._active) >= self._max_workers:
             return
         with self._threads_lock:
             if self._finished.is_set():
@@ -365,9 +366,6 @@ class WorkerPool(Executor):
             return True
 
     # -- running attempts (see chronos.attempts) -------------------------------------------------
-
-    def _run_job(self, job: Job[Any], slot: WorkerSlot) -> None:
-        attempts.run(self, job, slot)
 
     def _on_deadline(self, slot: WorkerSlot, current: tuple[Job[Any], Any]) -> None:
         attempts.on_deadline(self, slot, current)

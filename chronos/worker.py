@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from chronos.attempts import run as run_attempt
 from chronos.errors import JobInterrupted
 
 if TYPE_CHECKING:
@@ -69,11 +70,10 @@ def worker_main(pool: WorkerPool, slot: WorkerSlot) -> None:
             if job is None:  # stop sentinel: pass it on to the next worker
                 work_queue.put_overflow(None)
                 break
-            pool._run_job(job, slot)
+            run_attempt(pool, job, slot)
             del job
             if slot.abandoned and not pool._rejoin(slot):
                 return
-            pool._idle.release()
         except JobInterrupted:
             # An interrupt meant for a job that had already returned; the slot was abandoned.
             if not slot.interrupted:
