@@ -73,6 +73,7 @@ class JobEvents:
 
     @staticmethod
     def _fields(job: Job[Any], attempt: Attempt | None) -> dict[str, Any]:
+        """The bound fields; without an attempt, the job's latest (0: it never ran)."""
         return {
             "job_id": job.id,
             "job_name": job.name,
@@ -82,7 +83,14 @@ class JobEvents:
 
     def dispatched(self, job: Job[Any], dispatcher: str) -> None:
         if self._debug_on:
-            self.log.debug("job.dispatched", dispatcher=dispatcher, **self._fields(job, None))
+            self.log.debug(
+                "job.dispatched",
+                job_id=job.id,
+                job_name=job.name,
+                attempt=len(job.attempts) + 1,  # the attempt this dispatch is for
+                worker=None,
+                dispatcher=dispatcher,
+            )
 
     def started(self, job: Job[Any], attempt: Attempt) -> None:
         if self._debug_on:
