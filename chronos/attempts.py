@@ -61,7 +61,13 @@ def run(pool: WorkerPool, job: Job[Any], slot: WorkerSlot) -> None:
         else:
             events.late_result(job, attempt)
         return
-    _failed(pool, job, attempt, error, AttemptOutcome.FAILED, now)
+    # A cooperative job that stepped out at its deadline (JobContext.check() or wait())
+    # timed out, whether or not the timer got there first.
+    deadline_passed = attempt.deadline is not None and now >= attempt.deadline
+    if deadline_passed and isinstance(error, JobTimeoutError):
+        _failed(pool, job, attempt, error, AttemptOutcome.TIMED_OUT, now)
+    else:
+        _failed(pool, job, attempt, error, AttemptOutcome.FAILED, now)
 
 
 def on_deadline(pool: WorkerPool, slot: WorkerSlot, current: tuple[Job[Any], Attempt]) -> None:
@@ -116,8 +122,9 @@ def _failed(
         events.late_result(job, attempt)
         return
     will_retry = delay is not None
-    if slot is not None and current is not None:  # a timeout
+    if slot is not None and current is not None:  # the timer ended it: free the slot
         _evict(pool, slot, current, replace=True)
+    if outcome is AttemptOutcome.TIMED_OUT:
         events.timed_out(job, attempt, _timeout_of(pool, job), will_retry)
     else:
         events.failed(job, attempt, error, will_retry)
@@ -151,8 +158,9 @@ def _evict(
             return  # it returned already and will carry on as a normal worker
         slot.current = None
         slot.abandoned = True
-        pool.stats.abandoned_threads.increment()
-        pool.stats.abandoned_threads_total.increment()
+        # Filed as abandoned (and counted) before slot.lock is released: the thread may
+        # return at once, and _rejoin must find it there to count it back.
+        pool._mark_abandoned(slot)
         thread = slot.thread
         if pool._interrupt and thread is not None and thread.ident is not None:
             slot.interrupted = raise_in_thread(thread.ident, JobInterrupted)

@@ -354,12 +354,20 @@ class WorkerPool(Executor):
             self._active.discard(slot)
         self._timer.unwatch(slot)
 
-    def _abandon(self, slot: WorkerSlot, replace: bool) -> bool:
-        """Move ``slot`` (already flagged abandoned) out of the active set; maybe replace it."""
-        self._timer.unwatch(slot)
+    def _mark_abandoned(self, slot: WorkerSlot) -> None:
+        """Move ``slot`` from the active set to the abandoned one, and count it."""
         with self._threads_lock:
             self._active.discard(slot)
             self._abandoned.add(slot)
+            self.stats.abandoned_threads.increment()
+            self.stats.abandoned_threads_total.increment()
+
+    def _abandon(self, slot: WorkerSlot, replace: bool) -> bool:
+        """After :meth:`_mark_abandoned`: stop watching ``slot``; maybe replace it."""
+        with self._threads_lock:
+            if slot in self._active:  # it returned and rejoined meanwhile: leave it be
+                return False
+            self._timer.unwatch(slot)
             if not replace or self._ledger.closed or len(self._abandoned) > self._max_abandoned:
                 return False
             self._spawn()
