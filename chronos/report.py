@@ -1,0 +1,305 @@
+"""A final report of a run: what became of the jobs, how long it took, what went wrong.
+
+Call :func:`summarize` on a pool once its jobs are done (after ``shutdown``, typically)::
+
+    report = summarize(pool, futures, wall_time=elapsed, dispatcher=dispatcher)
+    print(report.format())
+
+It reads only what chronos makes public: the pool's :class:`chronos.StatsSnapshot`, the
+jobs (or their futures) you pass, and optionally a :class:`chronos.Dispatcher` and a
+:class:`DispatchMeter`.  The chronos command line prints its demo's report with it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from chronos.clock import SYSTEM_CLOCK, Clock
+from chronos.dispatcher import Dispatcher
+from chronos.job import AttemptOutcome, Job, JobFuture
+from chronos.pool import WorkerPool
+from chronos.stats import LatencySummary, StatsSnapshot
+from chronos.status import JobStatus
+
+__all__ = ["DispatchMeter", "JobSummary", "RunReport", "summarize"]
+
+_RULE = "=" * 26
+
+
+class DispatchMeter:
+    """A structlog processor that times the ``job.dispatched`` events of a run.
+
+    Put it first in your processors (and let debug events through to it) to learn the
+    achieved dispatch rate: dispatches per second between the first and the last one.
+    It passes every event on unchanged.
+
+    Thread-safety: called from every chronos thread; its state is guarded by a lock.
+    """
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()  # guards the three fields below
+        self._count = 0
+        self._first: float | None = None
+        self._last: float | None = None
+
+    def __call__(
+        self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if event_dict.get("event") == "job.dispatched":
+            now = self._clock.now()
+            with self._lock:
+                self._count += 1
+                if self._first is None:
+                    self._first = now
+                self._last = now
+        return event_dict
+
+    @property
+    def count(self) -> int:
+        """Dispatches seen so far."""
+        with self._lock:
+            return self._count
+
+    @property
+    def rate(self) -> float | None:
+        """Dispatches per second from the first to the last, or None before the second."""
+        with self._lock:
+            if self._first is None or self._last is None or self._last <= self._first:
+                return None
+            return (self._count - 1) / (self._last - self._first)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """One job that did not succeed: where it ended and why."""
+
+    id: int
+    name: str
+    status: JobStatus
+    attempts: int
+    error: str | None
+    detail: str
+
+    @classmethod
+    def of(cls, job: Job[Any]) -> JobSummary:
+        error = job.last_error
+        return cls(
+            id=job.id,
+            name=job.name,
+            status=job.status,
+            attempts=len(job.attempts),
+            error=None if error is None else repr(error),
+            detail=_detail(job),
+        )
+
+
+def _detail(job: Job[Any]) -> str:
+    n = len(job.attempts)
+    plural = "attempt" if n == 1 else "attempts"
+    status = job.status
+    if status is JobStatus.CREATED:
+        return "never submitted"
+    if status is JobStatus.CANCELLED:
+        if n == 0:
+            return "cancelled before it ran"
+        if job.attempts[-1].outcome is AttemptOutcome.CANCELLED:
+            return f"cancelled while running attempt {n}"
+        return f"cancelled while waiting to retry after {n} {plural}"
+    if status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
+        return f"{status.value.replace('_', ' ')} after {n} {plural}"
+    return f"still {status.value} after {n} {plural}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """Everything the final report says, as data (:meth:`format` renders it).
+
+    Attributes:
+        stats: the pool's counters when the report was made.
+        wall_time: seconds the run took.
+        jobs: how many jobs were passed to :func:`summarize`.
+        not_submitted: of those, how many were never submitted (their dispatch was stopped).
+        unsuccessful: every job passed in that did not succeed, in the order given.
+        dispatched: dispatches made by the dispatcher (retries included), if known.
+        dispatch_rate: achieved dispatches per second, if known.
+        target_rate: the dispatcher's rate limit, if it has one.
+        interrupted: the run was cut short (Ctrl+C).
+        forced: ... and then stopped at once (a second Ctrl+C).
+    """
+
+    stats: StatsSnapshot
+    wall_time: float
+    jobs: int
+    not_submitted: int
+    unsuccessful: tuple[JobSummary, ...]
+    dispatched: int | None = None
+    dispatch_rate: float | None = None
+    target_rate: float | None = None
+    interrupted: bool = False
+    forced: bool = False
+
+    @property
+    def all_succeeded(self) -> bool:
+        """True if every job submitted succeeded and none was left out."""
+        s = self.stats
+        return s.succeeded == s.submitted and not self.unsuccessful and not self.not_submitted
+
+    @property
+    def exit_status(self) -> int:
+        """The conventional exit status: 130 if interrupted, else 0 if all succeeded, else 1."""
+        if self.interrupted:
+            return 130
+        return 0 if self.all_succeeded else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain dict, ready for ``json.dumps``."""
+        return {
+            "stats": self.stats.as_dict(),
+            "wall_time": self.wall_time,
+            "jobs": self.jobs,
+            "not_submitted": self.not_submitted,
+            "dispatched": self.dispatched,
+            "dispatch_rate": self.dispatch_rate,
+            "target_rate": self.target_rate,
+            "interrupted": self.interrupted,
+            "forced": self.forced,
+            "exit_status": self.exit_status,
+            "unsuccessful": [
+                {
+                    "id": j.id,
+                    "name": j.name,
+                    "status": j.status.value,
+                    "attempts": j.attempts,
+                    "error": j.error,
+                    "detail": j.detail,
+                }
+                for j in self.unsuccessful
+            ],
+        }
+
+    def format(self, max_listed: int = 50) -> str:
+        """The report as lines of text, for a terminal or a log file.
+
+        Args:
+            max_listed: list at most this many of the jobs that did not succeed.
+        """
+        s = self.stats
+        lines = [
+            f"{_RULE} FINAL REPORT {_RULE}",
+            _row(
+                "jobs",
+                f"{s.submitted} submitted: {s.succeeded} succeeded, {s.failed} failed, "
+                f"{s.timed_out} timed out, {s.cancelled} cancelled"
+                + (f", {s.in_flight} unfinished" if s.in_flight else ""),
+            ),
+        ]
+        if self.not_submitted:
+            lines.append(_row("", f"{self.not_submitted} never submitted"))
+        lines += [
+            _row("attempts", f"{s.attempts} ({s.retries} retries)"),
+            _row("timeouts", f"{s.attempt_timeouts} attempts timed out"),
+            _row(
+                "threads",
+                f"{s.abandoned_threads_total} abandoned by a timeout or shutdown, "
+                f"{s.abandoned_threads} still running",
+            ),
+            _row("wall time", f"{self.wall_time:.2f} s"),
+            _row("dispatch", self._dispatch_line()),
+            _row("queue wait", _percentiles(s.queue_wait)),
+            _row("run time", _percentiles(s.run_time)),
+        ]
+        if self.forced:
+            lines.append(_row("interrupted", "yes, twice: running jobs were cancelled at once"))
+        elif self.interrupted:
+            lines.append(
+                _row("interrupted", "yes: waiting jobs cancelled, running ones given the grace")
+            )
+        if self.unsuccessful:
+            lines.append(f"did not succeed ({len(self.unsuccessful)}):")
+            for job in self.unsuccessful[:max_listed]:
+                error = f": {job.error}" if job.error else ""
+                lines.append(f"  #{job.id:<4} {job.name:<12} {job.detail}{error}")
+            if len(self.unsuccessful) > max_listed:
+                lines.append(f"  ... and {len(self.unsuccessful) - max_listed} more")
+        else:
+            lines.append("every job succeeded")
+        lines.append("=" * (len(_RULE) * 2 + len(" FINAL REPORT ")))
+        return "\n".join(lines)
+
+    def _dispatch_line(self) -> str:
+        if self.dispatched is None:
+            return "n/a (no dispatcher)"
+        text = f"{self.dispatched} dispatches"
+        if self.dispatch_rate is not None:
+            text += f", {self.dispatch_rate:.2f}/s achieved"
+        if self.target_rate is not None:
+            text += f" (limit {self.target_rate:.2f}/s)"
+        return text
+
+
+def _row(label: str, text: str) -> str:
+    return f"{label:<12}{text}"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def _percentiles(summary: LatencySummary) -> str:
+    if not summary.count:
+        return "no samples"
+    return (
+        f"p50 {_ms(summary.p50)}, p95 {_ms(summary.p95)}, p99 {_ms(summary.p99)}, "
+        f"max {_ms(summary.max)} ({summary.count} samples)"
+    )
+
+
+def summarize(
+    pool: WorkerPool,
+    jobs: Iterable[Job[Any] | JobFuture[Any]] = (),
+    *,
+    wall_time: float,
+    dispatcher: Dispatcher | None = None,
+    meter: DispatchMeter | None = None,
+    interrupted: bool = False,
+    forced: bool = False,
+) -> RunReport:
+    """Report on a run of ``pool``.
+
+    Args:
+        pool: the pool that ran the jobs; its stats give every count.
+        jobs: the jobs of the run, or their futures; those that did not succeed are listed.
+        wall_time: seconds the run took (measure it with the pool's clock).
+        dispatcher: the dispatcher that fed the pool, for the dispatch count and rate limit.
+        meter: a :class:`DispatchMeter` that saw the run's events, for the achieved rate.
+        interrupted: whether the run was cut short.
+        forced: whether it was then stopped at once.
+
+    Returns:
+        A :class:`RunReport`; ``report.format()`` is its text, ``report.as_dict()`` its data.
+
+    Thread-safety: may be called from any thread, at any time; while jobs still run, the
+    report is a consistent snapshot of the counters and a recent view of the jobs.
+    """
+    stats = pool.stats.snapshot()
+    all_jobs = [item.job if isinstance(item, JobFuture) else item for item in jobs]
+    rate = meter.rate if meter is not None else None
+    bucket = dispatcher.bucket if dispatcher is not None else None
+    return RunReport(
+        stats=stats,
+        wall_time=wall_time,
+        jobs=len(all_jobs),
+        not_submitted=sum(1 for job in all_jobs if job.status is JobStatus.CREATED),
+        unsuccessful=tuple(
+            JobSummary.of(job) for job in all_jobs if job.status is not JobStatus.SUCCEEDED
+        ),
+        dispatched=dispatcher.dispatched if dispatcher is not None else None,
+        dispatch_rate=rate,
+        target_rate=bucket.rate if bucket is not None else None,
+        interrupted=interrupted or forced,
+        forced=forced,
+    )
