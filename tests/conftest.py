@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import structlog
@@ -13,6 +13,19 @@ from chronos.testing import FakeClock
 
 #: How long (real seconds) a test's threads get to exit after it ends.
 THREAD_EXIT_GRACE = 5.0
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` (every millisecond) until it holds; fail after ``timeout`` s.
+
+    For states that nothing signals (a job's status between two threads' steps); anything
+    that can be waited on (an Event, a Future) is waited on instead.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.001)
 
 
 @pytest.fixture(autouse=True)

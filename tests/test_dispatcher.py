@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 
@@ -12,15 +11,7 @@ import pytest
 
 from chronos import Dispatcher, Job, JobStatus, RetryPolicy, WorkerPool
 from chronos.testing import FakeClock
-from tests.conftest import Gate
-
-
-def _wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.001)
+from tests.conftest import Gate, wait_until
 
 
 def test_dispatches_lists_iterables_and_live_submissions() -> None:
@@ -40,11 +31,11 @@ def test_interval_ticker_dispatches_on_a_fixed_grid(clock: FakeClock) -> None:
     with WorkerPool(max_workers=4, clock=clock) as pool:
         dispatcher = Dispatcher(pool, interval=0.3).start()
         futures = [dispatcher.submit(lambda: started.append(clock.now())) for _ in range(4)]
-        _wait_until(lambda: len(started) == 1)  # the first goes at once
+        wait_until(lambda: len(started) == 1)  # the first goes at once
         for n in range(2, 5):
             assert clock.wait_for_waiters(1)
             clock.advance(0.3)
-            _wait_until(lambda n=n: len(started) == n)  # type: ignore[misc]
+            wait_until(lambda n=n: len(started) == n)  # type: ignore[misc]
         dispatcher.close()
         assert dispatcher.join(5)
         for f in futures:
@@ -65,14 +56,14 @@ def test_rate_limit_applies_to_retries_too(clock: FakeClock) -> None:
     with WorkerPool(max_workers=1, retry=policy, clock=clock) as pool:
         dispatcher = Dispatcher(pool, interval=10.0).start()
         future = dispatcher.submit(fail_twice)
-        _wait_until(lambda: len(attempts) == 1)
+        wait_until(lambda: len(attempts) == 1)
         # the retry is due at once (backoff 0) but must wait for the next tick
         assert clock.wait_for_waiters(1)
-        _wait_until(lambda: future.job.status is JobStatus.PENDING)
+        wait_until(lambda: future.job.status is JobStatus.PENDING)
         assert len(attempts) == 1
         clock.advance(10.0)
-        _wait_until(lambda: len(attempts) == 2)
-        _wait_until(lambda: future.job.status is JobStatus.PENDING)
+        wait_until(lambda: len(attempts) == 2)
+        wait_until(lambda: future.job.status is JobStatus.PENDING)
         clock.advance(10.0)
         assert future.result(timeout=5) == "ok"
         dispatcher.close()
@@ -109,7 +100,7 @@ def test_endless_generator_is_consumed_lazily_with_backpressure(gate: Gate) -> N
     dispatcher = Dispatcher(pool).start()
     dispatcher.dispatch(endless())
     assert gate.entered(2)
-    _wait_until(lambda: pool._queue.qsize() == 5)
+    wait_until(lambda: pool._queue.qsize() == 5)
     # 2 running + 5 queued + at most 1 held by the dispatcher, blocked on the full queue
     assert next(pulled) <= 2 + 5 + 1
     cancelled = dispatcher.stop()
@@ -131,9 +122,9 @@ def test_endless_generator_runs_in_bounded_memory() -> None:
     tracemalloc.start()
     try:
         dispatcher.dispatch(endless())
-        _wait_until(lambda: dispatcher.dispatched > 2_000, timeout=30)
+        wait_until(lambda: dispatcher.dispatched > 2_000, timeout=30)
         first, _ = tracemalloc.get_traced_memory()
-        _wait_until(lambda: dispatcher.dispatched > 10_000, timeout=40)
+        wait_until(lambda: dispatcher.dispatched > 10_000, timeout=40)
         second, _ = tracemalloc.get_traced_memory()
         # unfinished jobs: at most the queue, the workers and the one the dispatcher holds
         assert len(pool._ledger.live_jobs()) <= 100 + 2 + 1

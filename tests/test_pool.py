@@ -22,7 +22,7 @@ from chronos import (
     WorkerPool,
 )
 from chronos.testing import FakeClock
-from tests.conftest import Gate
+from tests.conftest import Gate, wait_until
 
 
 def adds_up(pool: WorkerPool) -> None:
@@ -297,9 +297,9 @@ def test_failures_are_retried_with_backoff_until_success(clock: FakeClock) -> No
     policy = RetryPolicy(max_attempts=3, backoff=1.0, jitter=False)
     with WorkerPool(max_workers=1, retry=policy, clock=clock) as pool:
         future = pool.submit(flaky)
-        _wait_until(lambda: future.job.status is JobStatus.RETRY_WAIT)
+        wait_until(lambda: future.job.status is JobStatus.RETRY_WAIT)
         clock.advance(1.0)
-        _wait_until(lambda: len(calls) == 2 and future.job.status is JobStatus.RETRY_WAIT)
+        wait_until(lambda: len(calls) == 2 and future.job.status is JobStatus.RETRY_WAIT)
         clock.advance(1.999)
         assert len(calls) == 2
         clock.advance(0.001)
@@ -343,7 +343,7 @@ def test_timed_out_attempts_are_retried(gate: Gate, clock: FakeClock) -> None:
         future = pool.submit(sometimes_hangs)
         assert gate.entered(1)
         clock.advance(1.0)
-        _wait_until(lambda: future.job.status is JobStatus.RETRY_WAIT)
+        wait_until(lambda: future.job.status is JobStatus.RETRY_WAIT)
         clock.advance(0.5)
         assert future.result(timeout=5) == "second time lucky"
         gate.open()
@@ -363,7 +363,7 @@ def test_one_worker_is_not_held_by_a_job_in_backoff(clock: FakeClock) -> None:
     policy = RetryPolicy(max_attempts=2, backoff=60.0, jitter=False)
     with WorkerPool(max_workers=1, retry=policy, clock=clock) as pool:
         slow = pool.submit(fail_once, [])
-        _wait_until(lambda: slow.job.status is JobStatus.RETRY_WAIT)
+        wait_until(lambda: slow.job.status is JobStatus.RETRY_WAIT)
         others = [pool.submit(abs, -i) for i in range(10)]
         # No clock advance: the backoff has 60 s to go, yet the others all finish.
         assert [f.result(timeout=5) for f in others] == list(range(10))
@@ -380,7 +380,7 @@ def test_shutdown_does_not_wait_for_backoff_when_cancelling(clock: FakeClock) ->
         max_workers=1, retry=RetryPolicy(max_attempts=2, backoff=3600, jitter=False), clock=clock
     )
     future = pool.submit(fail)
-    _wait_until(lambda: future.job.status is JobStatus.RETRY_WAIT)
+    wait_until(lambda: future.job.status is JobStatus.RETRY_WAIT)
     pool.shutdown(cancel_futures=True)
     assert future.cancelled()
     assert pool.unfinished_jobs() == [future.job]
@@ -409,12 +409,3 @@ def test_terminate_stops_at_once(gate: Gate) -> None:
     assert hung.job.attempts[0].outcome is AttemptOutcome.CANCELLED
     assert [t for t in pool.threads() if "timer" in t.name] == []
     gate.open()
-
-
-def _wait_until(predicate: object, timeout: float = 5.0) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.001)

@@ -19,25 +19,17 @@ How the running jobs behave is the child's first argument:
 from __future__ import annotations
 
 import json
-import os
-import selectors
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
 from chronos import GracefulShutdown, WorkerPool
-
-REPO = Path(__file__).resolve().parent.parent
-
-#: Upper bound (s) for any one wait on the child: far above what a healthy run needs.
-CHILD_TIMEOUT = 20.0
+from tests.child import Child, Spawn, assert_clean_stderr
 
 SIGNAL_SCRIPT = r'''
 import concurrent.futures
@@ -146,64 +138,6 @@ sys.exit(130 if stop.interrupted else 0)
 '''
 
 
-class Child:
-    """A Python script running in a child process, read line by line with a deadline."""
-
-    def __init__(self, script: Path, *args: str) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        self.proc = subprocess.Popen(
-            [sys.executable, str(script), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        self._pending = b""  # stdout read but not yet split into lines
-
-    def expect(self, wanted: str, timeout: float = CHILD_TIMEOUT) -> None:
-        """Read stdout until the line ``wanted``; fail (and kill the child) on EOF or timeout."""
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while True:
-                while b"\n" in self._pending:
-                    raw, self._pending = self._pending.split(b"\n", 1)
-                    if raw.decode() == wanted:
-                        return
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not selector.select(remaining):
-                    self._fail(f"no {wanted!r} line from the child within {timeout} s")
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    self._fail(f"the child closed its stdout before printing {wanted!r}")
-                self._pending += chunk
-
-    def finish(self, timeout: float = CHILD_TIMEOUT) -> tuple[int, str, str]:
-        """Wait for the exit: (returncode, the rest of stdout, stderr); kill it on timeout."""
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._fail(f"the child did not exit within {timeout} s")
-        return self.proc.returncode, (self._pending + out).decode(), err.decode()
-
-    def kill(self) -> tuple[str, str]:
-        """Kill the child if it runs; its remaining stdout and stderr."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        out, err = self.proc.communicate(timeout=CHILD_TIMEOUT)
-        return (self._pending + out).decode(), err.decode()
-
-    def _fail(self, message: str) -> NoReturn:
-        out, err = self.kill()
-        pytest.fail(f"{message}\n--- stdout ---\n{out}\n--- stderr ---\n{err}")
-
-
-Spawn = Callable[..., Child]
-
-
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Spawn]:
     """``spawn(*args)`` runs SIGNAL_SCRIPT; every child still running at teardown is killed."""
@@ -226,11 +160,6 @@ def report_of(stdout: str) -> dict[str, Any]:
     """The JSON report: the child's last stdout line."""
     report: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     return report
-
-
-def assert_clean_stderr(stderr: str) -> None:
-    for marker in ("Traceback", "Exception ignored", "Fatal Python error", "internal_error"):
-        assert marker not in stderr, stderr
 
 
 def assert_books_balance(report: dict[str, Any]) -> None:
