@@ -5,14 +5,23 @@ shutdown wakes it at once.  Grants fall on a fixed grid ``start + k / rate``: a 
 that wakes a little late does not push every later grant back, so the achieved rate does not
 drift (a ``sleep(interval)`` loop drifts by its overhead on every tick).
 
-With ``burst=1`` this is a fixed-interval ticker that drops missed ticks, as Go's
-``time.Ticker`` does: after an idle spell the next grant comes at once, the one after it at
-the next tick of the grid (less than an interval later).  With ``burst=b``, up to ``b``
-grants may come back to back after an idle spell.  The guarantees, for a bucket started at ``s``:
+Missed ticks are told apart by why they were missed:
+
+- A caller that was refused a token, waited, and came back late (its thread was not
+  scheduled in time: another thread held the GIL, the machine was busy) gets the ticks it
+  missed at once.  It was backlogged all along, so the long-run rate holds: no drift, even
+  under load.
+- Ticks that passed while nobody asked (the dispatcher had nothing to dispatch, or was
+  blocked on a full pool after its last grant) are dropped beyond ``burst``, as Go's
+  ``time.Ticker`` drops them: after an idle spell up to ``burst`` grants come at once, the
+  next one at the next tick of the grid.
+
+The guarantees, for a bucket started at ``s``:
 
 - by time ``t`` at most ``rate * (t - s) + burst`` grants have been made in all, and
-- in any window of ``w`` seconds fewer than ``rate * w + burst + 1`` are made: the one
-  extra is a tick that a late wake-up catches up on, the price of not drifting.
+- for a caller that comes back on time, any window of ``w`` seconds holds fewer than
+  ``rate * w + burst + 1`` grants (the one extra is a tick that a late wake-up catches up
+  on); a caller that comes back late after a refusal gets its missed ticks back to back.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ class TokenBucket:
     Dispatcher's).
     """
 
-    __slots__ = ("_next", "_period", "_start", "burst", "rate")
+    __slots__ = ("_backlog_until", "_next", "_period", "_refused", "_start", "burst", "rate")
 
     def __init__(self, rate: float, burst: int = 1, *, start: float) -> None:
         """Create a bucket.
@@ -64,6 +73,8 @@ class TokenBucket:
         # _start + _next * _period, and a grant is allowed from (burst - 1) periods before
         # it.  Counting in whole periods keeps the grid exact: no rounding accumulates.
         self._next = 0
+        self._refused = False  # the last call was refused: the caller is waiting for a token
+        self._backlog_until = -math.inf  # ticks up to here are owed to a caller that waited
 
     @classmethod
     def every(cls, interval: float, *, start: float) -> TokenBucket:
@@ -84,12 +95,19 @@ class TokenBucket:
         """
         ready_at = self.next_ready()
         if now < ready_at - _TOLERANCE:
+            self._refused = True
             return ready_at - now
+        if self._refused:
+            # The caller waited for this token and may come back late: every tick up to now
+            # is owed to it (it asks again at once, catching up), none is dropped.
+            self._refused = False
+            self._backlog_until = now
         tat = self._start + self._next * self._period
-        if now > tat:
-            # Idle for a while: tokens beyond the burst were lost.  Stay on the grid: skip
-            # the whole periods that passed, never the fraction of one.
-            self._next += math.floor((now - tat + _TOLERANCE) / self._period)
+        idle_from = max(tat, self._backlog_until)
+        if now > idle_from:
+            # Nobody asked for a while: tokens beyond the burst were lost.  Stay on the grid:
+            # skip the whole periods that passed, never the fraction of one.
+            self._next += math.floor((now - idle_from + _TOLERANCE) / self._period)
         self._next += 1
         return 0.0
 

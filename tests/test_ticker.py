@@ -149,14 +149,31 @@ def test_total_grants_never_exceed_rate_times_elapsed_plus_burst(
         )
 
 
+#: An on-time caller: idle for some periods, then takes tokens, each time at once or exactly
+#: at the time it was told to come back.
+on_time_plans = st.lists(
+    st.tuples(st.floats(min_value=0.0, max_value=6.0), st.integers(min_value=1, max_value=15)),
+    min_size=1,
+    max_size=40,
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(rate=rates, burst=bursts, start=starts, steps=step_lists)
+@given(rate=rates, burst=bursts, start=starts, plan=on_time_plans)
 def test_any_window_holds_fewer_than_rate_times_width_plus_burst_plus_one(
-    rate: float, burst: int, start: float, steps: list[tuple[str, float]]
+    rate: float, burst: int, start: float, plan: list[tuple[float, int]]
 ) -> None:
-    caller = Caller(TokenBucket(rate, burst, start=start), now=start)
-    caller.run(steps)
-    grants = caller.grants
+    """For a caller that always comes back when told to (never late after a refusal)."""
+    bucket = TokenBucket(rate, burst, start=start)
+    period = 1.0 / rate
+    now = start
+    grants: list[float] = []
+    for idle_periods, takes in plan:
+        now += idle_periods * period
+        for _ in range(takes):
+            while (wait := bucket.try_acquire(now)) > 0.0:
+                now += wait
+            grants.append(now)
     for first in range(len(grants)):
         for last in range(first, len(grants)):
             width = grants[last] - grants[first]
@@ -164,6 +181,40 @@ def test_any_window_holds_fewer_than_rate_times_width_plus_burst_plus_one(
             assert in_window < rate * width + burst + 1 + COUNT_TOLERANCE, (
                 f"{in_window} grants in a window of {width}s"
             )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=rates,
+    burst=bursts,
+    late_periods=st.integers(min_value=1, max_value=50),
+    fraction=st.floats(min_value=0.0, max_value=0.9),
+)
+def test_a_refused_caller_that_comes_back_late_catches_up(
+    rate: float, burst: int, late_periods: int, fraction: float
+) -> None:
+    """Lateness after a refusal (a thread that did not get the GIL) costs no ticks."""
+    bucket = TokenBucket(rate, burst, start=0.0)
+    period = 1.0 / rate
+    for _ in range(burst):
+        assert bucket.try_acquire(0.0) == 0.0
+    wait = bucket.try_acquire(0.0)
+    assert wait > 0.0  # refused: the caller now waits, and wakes late
+    now = wait + (late_periods + fraction) * period
+    granted = 0
+    while bucket.try_acquire(now) == 0.0:
+        granted += 1
+    # every tick of the grid up to now, the one it waited for included
+    assert granted == late_periods + 1
+    assert burst + granted <= rate * now + burst + COUNT_TOLERANCE  # the cumulative bound
+
+
+def test_ticks_missed_while_nobody_asked_are_dropped() -> None:
+    bucket = TokenBucket(10.0, 1, start=0.0)
+    assert bucket.try_acquire(0.0) == 0.0
+    # granted, then nobody asked for 1 s (idle, or blocked on a full pool): no catch-up
+    assert bucket.try_acquire(1.05) == 0.0
+    assert bucket.try_acquire(1.05) == pytest.approx(0.05)
 
 
 @settings(max_examples=200, deadline=None)
