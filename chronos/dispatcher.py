@@ -334,13 +334,9 @@ class Dispatcher:
             self._drop_source(source, exc)
             return None
         with self._lock:
-            if self._closed and self._pool._ledger.closed:
-                self._leftovers.append(job)  # pulled as the pool shut down: never submitted
-                self._sources.clear()
-                return None
             try:
                 self._admit(job)
-            except RuntimeError:  # the pool shut down meanwhile
+            except RuntimeError:  # the pool shut down: pulled, but never submitted
                 self._leftovers.append(job)
                 self._sources.clear()
                 return None
