@@ -119,7 +119,8 @@ def _failed(
         new = JobStatus.TIMED_OUT if outcome is AttemptOutcome.TIMED_OUT else JobStatus.FAILED
     events = pool._events
     if not end_attempt(job, attempt, new, outcome, now, error):
-        events.late_result(job, attempt)
+        if slot is None:  # the worker lost: its outcome comes too late (the timer just lost)
+            events.late_result(job, attempt)
         return
     will_retry = delay is not None
     if slot is not None and current is not None:  # the timer ended it: free the slot
