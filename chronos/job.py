@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from chronos._validate import check_number
 from chronos.errors import IllegalTransitionError
-from chronos.retry import RetryPolicy, _check_number
+from chronos.retry import RetryPolicy
 from chronos.stats import Stats
 from chronos.status import TERMINAL_STATES, JobStatus
 
@@ -262,7 +263,7 @@ def check_timeout(timeout: object, name: str = "timeout") -> float | None:
     """Validate a timeout: None, or a finite number of seconds > 0."""
     if timeout is None:
         return None
-    value = _check_number(name, timeout, minimum=0.0, inclusive=False)
+    value = check_number(name, timeout, minimum=0.0, inclusive=False)
     if math.isinf(value):
         raise ValueError(f"{name} must be finite; pass None for no timeout")
     return value

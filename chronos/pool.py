@@ -25,11 +25,12 @@ from concurrent.futures.thread import BrokenThreadPool
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from chronos import attempts
+from chronos._validate import check_count, check_number
 from chronos.clock import SYSTEM_CLOCK, Clock
 from chronos.events import JobEvents, default_logger
 from chronos.job import WAITING_STATES, Job, JobFuture, Ledger, admit, check_timeout, move
 from chronos.job import resolve_cancelled as _resolve_cancelled
-from chronos.retry import RetryPolicy, _check_number
+from chronos.retry import RetryPolicy
 from chronos.stats import Stats
 from chronos.status import JobStatus
 from chronos.timer import Timer
@@ -51,14 +52,6 @@ _JOIN_TIMEOUT = 5.0
 
 _pool_numbers = itertools.count()
 _live_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
-
-
-def _check_count(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 class WorkerPool(Executor):
@@ -109,7 +102,7 @@ class WorkerPool(Executor):
     ) -> None:
         if max_workers is None:
             max_workers = min(32, (os.cpu_count() or 1) + 4)
-        self._max_workers = _check_count("max_workers", max_workers, 1)
+        self._max_workers = check_count("max_workers", max_workers, 1)
         if not isinstance(thread_name_prefix, str):
             raise TypeError(
                 f"thread_name_prefix must be a str, got {type(thread_name_prefix).__name__}"
@@ -120,12 +113,12 @@ class WorkerPool(Executor):
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
         self._retry = retry
-        queue_size = _check_count("queue_size", queue_size, 0)
+        queue_size = check_count("queue_size", queue_size, 0)
         if max_abandoned_threads is None:
             max_abandoned_threads = self._max_workers
-        self._max_abandoned = _check_count("max_abandoned_threads", max_abandoned_threads, 0)
+        self._max_abandoned = check_count("max_abandoned_threads", max_abandoned_threads, 0)
         self._interrupt = bool(interrupt_on_timeout)
-        self._exit_grace = _check_number("exit_grace", exit_grace, minimum=0.0, inclusive=True)
+        self._exit_grace = check_number("exit_grace", exit_grace, minimum=0.0, inclusive=True)
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self._initializer = initializer
         self._initargs = tuple(initargs)
@@ -225,7 +218,7 @@ class WorkerPool(Executor):
         pool's own jobs, it never waits (the job would wait for itself).
         """
         if grace is not None:
-            grace = _check_number("grace", grace, minimum=0.0, inclusive=True)
+            grace = check_number("grace", grace, minimum=0.0, inclusive=True)
         if current_pool() is self:
             wait = False
         if self._ledger.close():

@@ -7,7 +7,6 @@ the pool's timer heap and re-enters the queue (or its Dispatcher) when due.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +15,7 @@ from tenacity.retry import retry_base
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
+from chronos._validate import check_count, check_number
 from chronos.errors import NonRetryableError
 
 __all__ = ["RetryPolicy"]
@@ -42,15 +42,6 @@ def _check_exception_types(name: str, value: object) -> tuple[type[BaseException
     ):
         raise TypeError(f"{name} must be an exception class or a tuple of them, got {value!r}")
     return value
-
-
-def _check_number(name: str, value: object, *, minimum: float, inclusive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if math.isnan(value) or value < minimum or (not inclusive and value == minimum):
-        bound = ">=" if inclusive else ">"
-        raise ValueError(f"{name} must be {bound} {minimum}, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,22 +80,19 @@ class RetryPolicy:
     _retry: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise TypeError(f"max_attempts must be an int, got {type(self.max_attempts).__name__}")
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        _check_number("backoff", self.backoff, minimum=0.0, inclusive=True)
-        _check_number("multiplier", self.multiplier, minimum=1.0, inclusive=True)
+        check_count("max_attempts", self.max_attempts, 1)
+        check_number("backoff", self.backoff, minimum=0.0, inclusive=True)
+        check_number("multiplier", self.multiplier, minimum=1.0, inclusive=True)
         if self.max_backoff is None:
             object.__setattr__(self, "max_backoff", max(DEFAULT_MAX_BACKOFF, float(self.backoff)))
-        _check_number("max_backoff", self.max_backoff, minimum=0.0, inclusive=True)
+        check_number("max_backoff", self.max_backoff, minimum=0.0, inclusive=True)
         assert self.max_backoff is not None
         if self.max_backoff < self.backoff:
             raise ValueError(
                 f"max_backoff must be >= backoff, got {self.max_backoff!r} < {self.backoff!r}"
             )
         if self.deadline is not None:
-            _check_number("deadline", self.deadline, minimum=0.0, inclusive=False)
+            check_number("deadline", self.deadline, minimum=0.0, inclusive=False)
         object.__setattr__(self, "retry_on", _check_exception_types("retry_on", self.retry_on))
         object.__setattr__(
             self,

@@ -29,9 +29,9 @@ from collections.abc import Iterable
 from types import FrameType
 from typing import Any
 
+from chronos._validate import check_number
 from chronos.dispatcher import Dispatcher
 from chronos.pool import WorkerPool
-from chronos.retry import _check_number
 
 __all__ = ["GracefulShutdown"]
 
@@ -68,7 +68,7 @@ class GracefulShutdown:
                 raise TypeError(f"dispatchers must be chronos.Dispatcher, got {type(d).__name__}")
         self._pool = pool
         self._dispatchers = dispatchers
-        self.grace = _check_number("grace", grace, minimum=0.0, inclusive=True)
+        self.grace = check_number("grace", grace, minimum=0.0, inclusive=True)
         self._signals = tuple(signals)
         self._previous: dict[signal.Signals, _Handler] = {}
         self._received: list[int] = []  # appended by the handler only (list.append is atomic)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["IN_FLIGHT_STATES", "TERMINAL_STATES", "JobStatus"]
+__all__ = ["TERMINAL_STATES", "JobStatus"]
 
 
 class JobStatus(StrEnum):
@@ -34,11 +34,4 @@ class JobStatus(StrEnum):
 
 TERMINAL_STATES = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED}
-)
-#: States a submitted job can be in before it is terminal.
-IN_FLIGHT_STATES = (
-    JobStatus.PENDING,
-    JobStatus.QUEUED,
-    JobStatus.RUNNING,
-    JobStatus.RETRY_WAIT,
 )

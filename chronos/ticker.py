@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-from chronos.retry import _check_number
+from chronos._validate import check_count, check_number
 
 __all__ = ["TokenBucket"]
 
@@ -59,14 +59,10 @@ class TokenBucket:
         Raises:
             TypeError, ValueError: for a bad ``rate`` or ``burst``.
         """
-        self.rate = _check_number("rate", rate, minimum=0.0, inclusive=False)
+        self.rate = check_number("rate", rate, minimum=0.0, inclusive=False)
         if math.isinf(self.rate):
             raise ValueError("rate must be finite; pass no rate at all for no rate limit")
-        if isinstance(burst, bool) or not isinstance(burst, int):
-            raise TypeError(f"burst must be an int, got {type(burst).__name__}")
-        if burst < 1:
-            raise ValueError(f"burst must be >= 1, got {burst}")
-        self.burst = burst
+        self.burst = check_count("burst", burst, 1)
         self._period = 1.0 / self.rate
         self._start = float(start)
         # The grid index of the next token's theoretical arrival time (GCRA): that time is
@@ -79,7 +75,7 @@ class TokenBucket:
     @classmethod
     def every(cls, interval: float, *, start: float) -> TokenBucket:
         """A fixed-interval ticker: one grant every ``interval`` seconds, no bursts."""
-        interval = _check_number("interval", interval, minimum=0.0, inclusive=False)
+        interval = check_number("interval", interval, minimum=0.0, inclusive=False)
         if math.isinf(interval) or math.isinf(1.0 / interval):
             raise ValueError(f"interval must be finite and representable, got {interval!r}")
         bucket = cls(1.0 / interval, 1, start=start)

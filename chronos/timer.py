@@ -100,11 +100,6 @@ class Timer:
         if deadline < self._next_wake:
             self._wakeup.set()
 
-    def pending_calls(self) -> int:
-        """How many delayed calls wait in the heap."""
-        with self._lock:
-            return len(self._heap)
-
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the thread (dropping delayed calls) and join it.  Idempotent.
 
