@@ -78,6 +78,19 @@ class Child:
 
 Spawn = Callable[..., Child]
 
+#: Source of ``settle(exclude, timeout)`` for child scripts (which import threading and time):
+#: join every other thread but those named in ``exclude``, bounded; the names still alive.
+SETTLE_SOURCE = '''\
+def settle(exclude, timeout):
+    """Join every other thread but ``exclude`` (bounded); the names of those still alive."""
+    deadline = time.monotonic() + timeout
+    main = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main and thread.name not in exclude:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    return sorted(t.name for t in threading.enumerate() if t is not main and t.is_alive())
+'''
+
 
 def assert_clean_stderr(stderr: str) -> None:
     """No traceback, no ignored exception, no fatal error, no chronos internal error."""

@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from tests.child import Child, Spawn, assert_clean_stderr
+from tests.child import SETTLE_SOURCE, Child, Spawn, assert_clean_stderr
 
 #: Jobs in every state, then the script ends without shutting the pool down.
-FORGOTTEN_POOL_SCRIPT = r'''
+FORGOTTEN_POOL_SCRIPT = (
+    r"""
 import atexit
 import json
 import threading
@@ -31,15 +32,9 @@ import time
 END = []  # when the script fell off its end
 
 
-def settle(exclude, timeout):
-    """Join every other thread but ``exclude`` (bounded); the names of those still alive."""
-    deadline = time.monotonic() + timeout
-    main = threading.main_thread()
-    for thread in threading.enumerate():
-        if thread is not main and thread.name not in exclude:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    return sorted(t.name for t in threading.enumerate() if t is not main and t.is_alive())
-
+"""
+    + SETTLE_SOURCE
+    + r"""
 
 def report():
     exit_seconds = time.monotonic() - END[0]
@@ -112,7 +107,8 @@ with cond:
     assert cond.wait_for(lambda: len(entered) == 3, BOUND), entered
 print(json.dumps({"before": pool.stats.snapshot().as_dict()}), flush=True)
 END.append(time.monotonic())
-'''
+"""
+)
 
 #: A rate-limited Dispatcher whose next token is 30 s away when the script ends.
 FORGOTTEN_DISPATCHER_SCRIPT = r"""

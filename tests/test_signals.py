@@ -29,9 +29,10 @@ from typing import Any
 import pytest
 
 from chronos import GracefulShutdown, WorkerPool
-from tests.child import Child, Spawn, assert_clean_stderr
+from tests.child import SETTLE_SOURCE, Child, Spawn, assert_clean_stderr
 
-SIGNAL_SCRIPT = r'''
+SIGNAL_SCRIPT = (
+    r'''
 import concurrent.futures
 import json
 import signal
@@ -85,15 +86,9 @@ def body():
     return ctx.name
 
 
-def settle(exclude, timeout):
-    """Join every other thread but ``exclude`` (bounded); the names of those still alive."""
-    deadline = time.monotonic() + timeout
-    main = threading.main_thread()
-    for thread in threading.enumerate():
-        if thread is not main and thread.name not in exclude:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    return sorted(t.name for t in threading.enumerate() if t is not main and t.is_alive())
-
+'''
+    + SETTLE_SOURCE
+    + r"""
 
 clock = WatchedClock()
 pool = WorkerPool(4, thread_name_prefix="worker", exit_grace=0.5)
@@ -135,7 +130,8 @@ report = {
 }
 print(json.dumps(report), flush=True)
 sys.exit(130 if stop.interrupted else 0)
-'''
+"""
+)
 
 
 @pytest.fixture
