@@ -92,7 +92,10 @@ def _lateness(times: list[float], origin: float, period: float) -> list[float]:
 def _metrics(dispatched: list[float], started: list[float], origin: float, rate: float) -> Metrics:
     period = 1.0 / rate
     span = dispatched[-1] - dispatched[0]
-    achieved = (len(dispatched) - 1) / span
+    if span > 0:
+        achieved = (len(dispatched) - 1) / span
+    else:  # one dispatch in the window (a short window on a loaded machine): rate unknown
+        achieved = math.inf if len(dispatched) > 1 else 0.0
     late = _lateness(dispatched, origin, period)
     start_late = _lateness(sorted(started), origin, period)
     return {
