@@ -39,11 +39,11 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.thread import _WorkItem
 from typing import Any, TypeVar
 
-from chronos import WorkerPool, context
+from chronos import WorkerPool
 from chronos.attempts import run as run_attempt
-from chronos.job import Attempt, AttemptOutcome, Job, admit, end_attempt, start_attempt
+from chronos.job import Attempt, Job, admit, start_attempt, succeed_attempt
 from chronos.status import JobStatus
-from chronos.worker import WorkerSlot, current_pool
+from chronos.worker import WorkerSlot
 
 __all__ = ["main"]
 
@@ -116,14 +116,14 @@ def _chronos_stages(n: int) -> list[Stage]:
     )
     stages.append(
         (
-            "  admit(): clock.now, ledger lock, _apply, Stats._record",
+            "  admit(): clock.now, ledger lock, counters, live jobs",
             _per_job(jobs, lambda j: admit(j, ledger, JobStatus.QUEUED, clock.now(), pool)),
         )
     )
     stages.append(
         (
-            "  current_pool() + JobQueue.put_job (SimpleQueue + size check)",
-            _per_job(jobs, lambda j: current_pool() is pool or queue_put(pool, j)),
+            "  queue: size check + SimpleQueue.put",
+            _per_job(jobs, lambda j: queue_put(pool, j)),
         )
     )
     stages.append(
@@ -140,7 +140,7 @@ def _chronos_stages(n: int) -> list[Stage]:
     attempts: list[Attempt | None] = []
     stages.append(
         (
-            "  start_attempt(): lock, Attempt(), publish, _apply, _record",
+            "  start_attempt(): lock, Attempt(), publish, counters",
             _per_job(
                 jobs,
                 lambda j: attempts.append(start_attempt(j, clock.now(), "w", None, slot)),
@@ -155,42 +155,32 @@ def _chronos_stages(n: int) -> list[Stage]:
         events.started(*pair)
         events.succeeded(*pair)
 
-    def enter_leave(pair: tuple[Job[None], Attempt]) -> None:
-        context._enter(pair[0], pair[1], clock)
-        context._leave()
+    def publish_running(pair: tuple[Job[None], Attempt]) -> None:
+        slot.running = pair
+        slot.running = None
 
     stages.append(("  events.started + events.succeeded (level off)", _per_job(pairs, log_events)))
-    stages.append(("  context._enter + context._leave", _per_job(pairs, enter_leave)))
+    stages.append(("  slot.running set + cleared (current_job)", _per_job(pairs, publish_running)))
     stages.append(("  call the job: fn(*args, **kwargs)", _per_job(jobs, lambda j: j.fn())))
-    stages.append(("  WorkerSlot.release (slot lock)", _repeat(n, slot.release)))
     stages.append(
         (
-            "  end_attempt(): lock, fencing, _apply, _record",
-            _per_job(
-                pairs,
-                lambda p: end_attempt(
-                    p[0], p[1], JobStatus.SUCCEEDED, AttemptOutcome.SUCCEEDED, clock.now()
-                ),
-            ),
+            "  succeed_attempt(): lock, fencing, counters, live jobs",
+            _per_job(pairs, lambda p: succeed_attempt(p[0], p[1], clock.now(), slot)),
         )
     )
-    stages.append(
-        (
-            "  future.set_running_or_notify_cancel + set_result",
-            _per_job(jobs, lambda j: resolve(j.future)),
-        )
-    )
+    stages.append(("  JobFuture._succeed (one Condition round trip)", _per_job(jobs, resolve)))
     pool.shutdown()
     return stages
 
 
-def queue_put(pool: WorkerPool, job: Job[Any]) -> bool:
-    return pool._queue.put_job(job)
+def queue_put(pool: WorkerPool, job: Job[Any]) -> None:
+    queue = pool._queue  # as WorkerPool.submit does it
+    if queue.items.qsize() < queue.bound:
+        queue.items.put(job)
 
 
-def resolve(future: Future[None]) -> None:
-    future.set_running_or_notify_cancel()
-    future.set_result(None)
+def resolve(job: Job[None]) -> None:
+    job.future._succeed(None)
 
 
 # -- ThreadPoolExecutor ----------------------------------------------------------------------

@@ -12,10 +12,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from chronos import context
 from chronos.errors import JobInterrupted, JobTimeoutError
 from chronos.interrupt import raise_in_thread
-from chronos.job import Attempt, AttemptOutcome, Job, end_attempt, resolve_cancelled, start_attempt
+from chronos.job import (
+    Attempt,
+    AttemptOutcome,
+    Job,
+    end_attempt,
+    resolve_cancelled,
+    start_attempt,
+    succeed_attempt,
+)
 from chronos.status import JobStatus
 
 if TYPE_CHECKING:
@@ -26,10 +33,17 @@ __all__ = ["cancel_running", "on_deadline", "run"]
 
 
 def run(pool: WorkerPool, job: Job[Any], slot: WorkerSlot) -> None:
-    """Run the next attempt of a queued ``job`` on the calling worker thread."""
-    clock = pool._clock
-    now = clock.now()
-    timeout = job.timeout if job.timeout is not None else pool._timeout
+    """Run the next attempt of a queued ``job`` on the calling worker thread.
+
+    The hot path of every job: a no-op job spends most of its time in chronos here, so the
+    common case (the attempt returns and this thread ends it) takes two critical sections,
+    :func:`start_attempt` and :func:`succeed_attempt`, and one round trip of the Future.
+    """
+    now_of = pool._now
+    now = now_of()
+    timeout = job.timeout
+    if timeout is None:
+        timeout = pool._timeout
     deadline = None if timeout is None else now + timeout
     attempt = start_attempt(job, now, slot.name, deadline, slot)
     if attempt is None:  # cancelled while it waited in the queue
@@ -37,30 +51,30 @@ def run(pool: WorkerPool, job: Job[Any], slot: WorkerSlot) -> None:
     if deadline is not None:
         pool._timer.deadline_armed(deadline)
     events = pool._events
-    events.started(job, attempt)
-    result: Any = None
-    error: BaseException | None = None
+    if events._debug_on:
+        events.started(job, attempt)
+    slot.running = (job, attempt)
     try:
-        context._enter(job, attempt, clock)
-        try:
-            result = job.fn(*job.args, **job.kwargs)
-        except BaseException as exc:  # every outcome of a job is data, never a dead worker
-            error = exc
-        context._leave()
+        result = job.fn(*job.args, **job.kwargs)
+    except BaseException as exc:  # every outcome of a job is data, never a dead worker
+        slot.running = None
         slot.release()
-    except JobInterrupted as exc:  # the interrupt landed just after the job returned
-        error = exc
-        context._leave()
-        slot.release()
-    now = clock.now()
-    if error is None:
-        if end_attempt(job, attempt, JobStatus.SUCCEEDED, AttemptOutcome.SUCCEEDED, now):
-            events.succeeded(job, attempt)
-            job.future.set_running_or_notify_cancel()
-            job.future.set_result(result)
-        else:
-            events.late_result(job, attempt)
+        _failed_by_worker(pool, job, attempt, exc, now_of())
         return
+    slot.running = None
+    if succeed_attempt(job, attempt, now_of(), slot):
+        if events._info_on:
+            events.succeeded(job, attempt)
+        job.future._succeed(result)
+    else:  # the timer or shutdown ended the attempt first: our result comes too late
+        slot.release()
+        events.late_result(job, attempt)
+
+
+def _failed_by_worker(
+    pool: WorkerPool, job: Job[Any], attempt: Attempt, error: BaseException, now: float
+) -> None:
+    """The attempt raised ``error``; its worker has released its slot."""
     # A cooperative job that stepped out at its deadline (JobContext.check() or wait())
     # timed out, whether or not the timer got there first.
     deadline_passed = attempt.deadline is not None and now >= attempt.deadline

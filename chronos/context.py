@@ -13,7 +13,7 @@ cancelled by shutdown::
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from chronos.clock import Clock
 from chronos.errors import JobCancelledError, JobTimeoutError
@@ -102,21 +102,32 @@ class JobContext:
         return self.cancelled
 
 
+class _Running(Protocol):
+    """A worker slot as the context sees it: the attempt its thread runs, or None."""
+
+    running: tuple[Job[Any], Attempt] | None
+
+
 def current_job() -> JobContext:
     """The context of the job running on this thread.
 
     Raises:
         RuntimeError: called outside a job run by chronos.
     """
-    running: tuple[Job[Any], Attempt, Clock] | None = getattr(_local, "running", None)
+    slot: _Running | None = getattr(_local, "slot", None)
+    running = slot.running if slot is not None else None
     if running is None:
         raise RuntimeError("current_job() called outside a job run by a chronos WorkerPool")
-    return JobContext(*running)
+    job, attempt = running
+    clock: Clock = _local.clock
+    return JobContext(job, attempt, clock)
 
 
-def _enter(job: Job[Any], attempt: Attempt, clock: Clock) -> None:
-    _local.running = (job, attempt, clock)
+def _bind_worker(slot: _Running, clock: Clock) -> None:
+    """Make this thread a worker: :func:`current_job` reads ``slot.running`` from now on.
 
-
-def _leave() -> None:
-    _local.running = None
+    The worker sets ``slot.running`` around every attempt it runs: an attribute store per
+    job instead of a thread-local one.
+    """
+    _local.slot = slot
+    _local.clock = clock

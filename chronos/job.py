@@ -22,6 +22,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from concurrent.futures._base import FINISHED as _FINISHED
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -56,6 +57,17 @@ WAITING_STATES = frozenset({_S.PENDING, _S.QUEUED, _S.RETRY_WAIT})
 
 _job_ids = itertools.count(1)
 
+# Module globals for the hot paths: an attribute of an Enum class costs a lookup each time.
+_CREATED = JobStatus.CREATED
+_PENDING = JobStatus.PENDING
+_QUEUED = JobStatus.QUEUED
+_RUNNING = JobStatus.RUNNING
+_RETRY_WAIT = JobStatus.RETRY_WAIT
+_SUCCEEDED = JobStatus.SUCCEEDED
+_FAILED = JobStatus.FAILED
+_TIMED_OUT = JobStatus.TIMED_OUT
+_CANCELLED = JobStatus.CANCELLED
+
 
 def legal_moves(status: JobStatus) -> frozenset[JobStatus]:
     """The states a job in ``status`` may move to next."""
@@ -69,6 +81,9 @@ class AttemptOutcome(StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+
+
+_OUTCOME_SUCCEEDED = AttemptOutcome.SUCCEEDED
 
 
 @dataclass(eq=False, slots=True)
@@ -163,6 +178,7 @@ class Job(Generic[T]):
     __slots__ = (
         "__weakref__",
         "_ledger",
+        "_name",
         "_queued_at",
         "_route",
         "_status",
@@ -172,7 +188,6 @@ class Job(Generic[T]):
         "future",
         "id",
         "kwargs",
-        "name",
         "retry",
         "timeout",
     )
@@ -204,11 +219,26 @@ class Job(Generic[T]):
     def _of_call(
         cls, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Job[T]:
-        """A Job for ``submit(fn, *args, **kwargs)``: only ``fn`` needs checking there."""
+        """A Job for ``submit(fn, *args, **kwargs)``: only ``fn`` needs checking there.
+
+        The hot path of ``submit``: every field is set here, without a call to :meth:`_init`.
+        """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         job: Job[T] = cls.__new__(cls)
-        job._init(fn, args, kwargs, None, None, None)
+        job.id = next(_job_ids)
+        job.fn = fn
+        job.args = args
+        job.kwargs = kwargs
+        job._name = None
+        job.timeout = None
+        job.retry = None
+        job.attempts = []
+        job.future = JobFuture(job)
+        job._status = _CREATED
+        job._ledger = None
+        job._route = None
+        job._queued_at = 0.0
         return job
 
     def _init(
@@ -224,17 +254,23 @@ class Job(Generic[T]):
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        if name is None:
-            name = getattr(fn, "__name__", None) or repr(fn)
-        self.name = name
+        self._name = name
         self.timeout = timeout
         self.retry = retry
         self.attempts: list[Attempt] = []
         self.future: JobFuture[T] = JobFuture(self)
-        self._status = JobStatus.CREATED
+        self._status = _CREATED
         self._ledger: Ledger | None = None
         self._route: Route | None = None
         self._queued_at = 0.0
+
+    @property
+    def name(self) -> str:
+        """The label of logs and reports: the one given, else the callable's name."""
+        name = self._name
+        if name is None:
+            name = self._name = getattr(self.fn, "__name__", None) or repr(self.fn)
+        return name
 
     @property
     def status(self) -> JobStatus:
@@ -252,7 +288,7 @@ class Job(Generic[T]):
         Use it to resubmit a job that shutdown cancelled (a Job can be submitted once).
         """
         return Job(
-            self.fn, self.args, self.kwargs, name=self.name, timeout=self.timeout, retry=self.retry
+            self.fn, self.args, self.kwargs, name=self._name, timeout=self.timeout, retry=self.retry
         )
 
     def __repr__(self) -> str:
@@ -283,14 +319,34 @@ class JobFuture(Future[T]):
 
     def cancel(self) -> bool:
         job = self.job
-        if job._ledger is not None and move(job, WAITING_STATES, JobStatus.CANCELLED):
+        if job._ledger is not None and move(job, WAITING_STATES, _CANCELLED):
             resolve_cancelled(job)
             job._ledger.events.cancelled(job, reason="future.cancel")
             return True
         return self.cancelled()
 
     def running(self) -> bool:
-        return self.job._status is JobStatus.RUNNING
+        return self.job._status is _RUNNING
+
+    def _succeed(self, result: T) -> None:
+        """Resolve with ``result``: what ``set_running_or_notify_cancel()`` then
+        ``set_result()`` do, in one round trip of the Condition.
+
+        Called once, by the thread whose transition made the job SUCCEEDED, so the Future is
+        still PENDING (it is never marked RUNNING: see :meth:`running`).
+        """
+        condition = self._condition
+        condition.acquire()
+        try:
+            self._result = result
+            self._state = _FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self)
+            condition.notify_all()
+        finally:
+            condition.release()
+        if self._done_callbacks:  # type: ignore[attr-defined]
+            self._invoke_callbacks()  # type: ignore[attr-defined]
 
 
 def resolve_cancelled(job: Job[Any]) -> None:
@@ -318,16 +374,19 @@ def _apply(
     run_time: float | None = None,
     timed_out: bool = False,
 ) -> None:
-    """The only writer of ``job._status``.
+    """Write ``job._status`` and the books: the general transition.
 
-    The caller holds ``ledger.lock`` and has checked the move (:func:`_check_legal`).
+    The caller holds ``ledger.lock`` and has checked the move (:func:`_check_legal`).  The
+    three moves every job makes (:func:`admit`, :func:`start_attempt`,
+    :func:`succeed_attempt`) do the same writes inline, for speed; nothing else writes a
+    status.
     """
     old = job._status
     job._status = new
-    if new is JobStatus.QUEUED:
+    if new is _QUEUED:
         job._queued_at = now
     ledger.stats._record(old, new, queue_wait=queue_wait, run_time=run_time, timed_out=timed_out)
-    if old is JobStatus.CREATED:
+    if old is _CREATED:
         ledger._live[job.id] = job
     elif new in TERMINAL_STATES:
         del ledger._live[job.id]
@@ -346,14 +405,21 @@ def admit(job: Job[Any], ledger: Ledger, new: JobStatus, now: float, route: Rout
     if not isinstance(job, Job):
         raise TypeError(f"job must be a chronos.Job, got {type(job).__name__}")
     with ledger.lock:
-        if job._ledger is not None or job._status is not JobStatus.CREATED:
+        if job._ledger is not None or job._status is not _CREATED:
             raise ValueError(f"{job!r} was already submitted; a Job can be submitted once")
+        if new is not _QUEUED and new is not _PENDING:
+            _check_legal(job, new)  # raises: a job is admitted as queued or pending only
         if ledger.closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        _check_legal(job, new)
         job._ledger = ledger
         job._route = route
-        _apply(job, ledger, new, now)
+        # _apply(job, ledger, new, now), inline:
+        job._status = new
+        job._queued_at = now
+        stats = ledger.stats
+        stats.submitted += 1
+        stats._counts[new] += 1
+        ledger._live[job.id] = job
 
 
 def move(
@@ -370,9 +436,8 @@ def move(
     """
     ledger = job._ledger
     assert ledger is not None, "move() on a job that was never submitted"
-    if new is JobStatus.RUNNING or (
-        expected is JobStatus.RUNNING
-        or (isinstance(expected, frozenset) and JobStatus.RUNNING in expected)
+    if new is _RUNNING or (
+        expected is _RUNNING or (isinstance(expected, frozenset) and _RUNNING in expected)
     ):
         raise IllegalTransitionError("move() never enters or leaves RUNNING: use the attempts")
     with ledger.lock:
@@ -397,13 +462,51 @@ def start_attempt(
     ledger = job._ledger
     assert ledger is not None
     with ledger.lock:
-        if job._status is not JobStatus.QUEUED:
+        if job._status is not _QUEUED:
             return None  # QUEUED -> RUNNING is always legal
-        attempt = Attempt(len(job.attempts) + 1, worker, now, deadline)
-        job.attempts.append(attempt)
+        attempts = job.attempts
+        attempt = Attempt(len(attempts) + 1, worker, now, deadline)
+        attempts.append(attempt)
         holder.current = (job, attempt)
-        _apply(job, ledger, JobStatus.RUNNING, now, queue_wait=now - job._queued_at)
+        # _apply(job, ledger, RUNNING, now, queue_wait=...), inline:
+        job._status = _RUNNING
+        stats = ledger.stats
+        counts = stats._counts
+        counts[_QUEUED] -= 1
+        counts[_RUNNING] += 1
+        stats.attempts += 1
+        stats._queue_wait.observe(now - job._queued_at)
         return attempt
+
+
+def succeed_attempt(job: Job[Any], attempt: Attempt, now: float, holder: AttemptHolder) -> bool:
+    """RUNNING -> SUCCEEDED, by the worker whose ``attempt`` returned: :func:`end_attempt`
+    for the common case, which also clears ``holder.current`` in the same critical section.
+
+    Returns:
+        True if this call ended the attempt; False if someone else already did (the
+        worker's thread is then still published on ``holder``, for the evictor to find).
+    """
+    ledger = job._ledger
+    assert ledger is not None
+    with ledger.lock:
+        if job._status is not _RUNNING or job.attempts[-1] is not attempt:
+            return False
+        attempt.ended = now
+        attempt.outcome = _OUTCOME_SUCCEEDED
+        holder.current = None
+        # _apply(job, ledger, SUCCEEDED, now, run_time=...), inline:
+        job._status = _SUCCEEDED
+        stats = ledger.stats
+        counts = stats._counts
+        counts[_RUNNING] -= 1
+        counts[_SUCCEEDED] += 1
+        stats._run_time.observe(now - attempt.started)
+        live = ledger._live
+        del live[job.id]
+        if not live and ledger.closed:
+            ledger.drained.set()
+        return True
 
 
 def end_attempt(
@@ -422,13 +525,13 @@ def end_attempt(
     ledger = job._ledger
     assert ledger is not None
     with ledger.lock:
-        if job._status is not JobStatus.RUNNING or job.attempts[-1] is not attempt:
+        if job._status is not _RUNNING or job.attempts[-1] is not attempt:
             return False
         _check_legal(job, new)
         attempt.ended = now
         attempt.outcome = outcome
         attempt.error = error
-        if outcome is not AttemptOutcome.SUCCEEDED:
+        if outcome is not _OUTCOME_SUCCEEDED:
             _signal_cancel(attempt)
         _apply(
             job,

@@ -120,6 +120,7 @@ class WorkerPool(Executor):
         self._interrupt = bool(interrupt_on_timeout)
         self._exit_grace = check_number("exit_grace", exit_grace, minimum=0.0, inclusive=True)
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
+        self._now = self._clock.now  # bound once: read several times per job
         self._initializer = initializer
         self._initargs = tuple(initargs)
         self._name = thread_name_prefix or f"chronos-pool-{next(_pool_numbers)}"
@@ -177,7 +178,19 @@ class WorkerPool(Executor):
             RuntimeError: the pool is shut down.
             BrokenThreadPool: a worker's initializer failed.
         """
-        return self.submit_job(Job._of_call(fn, args, kwargs))
+        # submit_job(Job._of_call(...)) with its steps inline: this is the hot path.
+        if self._broken is not None:
+            raise BrokenThreadPool(self._broken)
+        job = Job._of_call(fn, args, kwargs)
+        admit(job, self._ledger, JobStatus.QUEUED, self._now(), self)
+        queue = self._queue
+        if queue.items.qsize() < queue.bound:
+            queue.items.put(job)
+        else:
+            self._put_when_full(job)
+        if len(self._active) < self._max_workers:
+            self._adjust_thread_count()
+        return job.future
 
     def submit_job(self, job: Job[T]) -> JobFuture[T]:
         """Submit a :class:`Job` (with its own name, timeout or retry policy).
@@ -190,13 +203,21 @@ class WorkerPool(Executor):
         """
         if self._broken is not None:
             raise BrokenThreadPool(self._broken)
-        admit(job, self._ledger, JobStatus.QUEUED, self._clock.now(), self)
+        admit(job, self._ledger, JobStatus.QUEUED, self._now(), self)
+        queue = self._queue
+        if queue.items.qsize() < queue.bound:
+            queue.items.put(job)
+        else:
+            self._put_when_full(job)
+        self._adjust_thread_count()
+        return job.future
+
+    def _put_when_full(self, job: Job[Any]) -> None:
+        """Queue an admitted job past a full queue: wait for room, unless on a worker."""
         if current_pool() is self:
             self._queue.put_overflow(job)
         else:
             self._queue.put_job(job)
-        self._adjust_thread_count()
-        return job.future
 
     def shutdown(
         self, wait: bool = True, *, cancel_futures: bool = False, grace: float | None = None

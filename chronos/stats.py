@@ -1,7 +1,8 @@
 """Live statistics of one pool: counters per job state, attempt counts, latency summaries.
 
-Counters change in one place only: the job transition function (:mod:`chronos.job`) calls
-:meth:`Stats._record`, holding :attr:`Stats.lock`.  Nothing else increments a job counter, so a
+Counters change in one place only: the job transition functions of :mod:`chronos.job`, holding
+:attr:`Stats.lock` (the general one calls :meth:`Stats._record`; the three moves every job
+makes write the same fields inline).  Nothing else changes a job counter, so a
 :class:`StatsSnapshot` (taken under the same lock) always adds up:
 ``submitted == pending + queued + running + waiting_to_retry + succeeded + failed + timed_out
 + cancelled``.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from chronos import context
 from chronos.attempts import run as run_attempt
 from chronos.errors import JobInterrupted
 
@@ -33,16 +34,22 @@ class WorkerSlot:
     """One worker thread's place in the pool.
 
     Thread-safety: ``current`` is set by the slot's own thread (inside the job transition
-    lock, when an attempt starts) and cleared under :attr:`lock` by whichever thread ends
-    the attempt first; ``abandoned`` and ``interrupted`` change only under :attr:`lock`.
+    lock, when an attempt starts) and cleared by whichever thread ends the attempt first:
+    under :attr:`lock` by another thread (timer, shutdown), inside the transition lock by
+    the slot's own thread when its attempt succeeds, so that an attempt someone else ended
+    is still published for them to find.  ``abandoned`` and ``interrupted`` change only
+    under :attr:`lock`.
     """
 
-    __slots__ = ("abandoned", "current", "interrupted", "lock", "name", "thread")
+    __slots__ = ("abandoned", "current", "interrupted", "lock", "name", "running", "thread")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.lock = threading.Lock()  # guards the hand-over of current / abandoned
         self.current: tuple[Job[Any], Attempt] | None = None
+        #: The attempt this thread runs, for chronos.current_job(); unlike ``current`` it
+        #: stays set while an abandoned attempt runs on.  Written by the slot's own thread.
+        self.running: tuple[Job[Any], Attempt] | None = None
         self.abandoned = False
         self.interrupted = False
         self.thread: threading.Thread | None = None
@@ -60,6 +67,7 @@ class WorkerSlot:
 def worker_main(pool: WorkerPool, slot: WorkerSlot) -> None:
     """The body of every worker thread."""
     _local.pool = pool
+    context._bind_worker(slot, pool._clock)
     if not pool._run_initializer():
         pool._thread_exited(slot)
         return

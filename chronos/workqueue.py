@@ -17,6 +17,7 @@ queue full takes the Condition and waits; a consumer takes it only when a produc
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from typing import Any
 
@@ -34,11 +35,16 @@ class JobQueue:
     Thread-safety: every method may be called from any thread.
     """
 
-    __slots__ = ("_items", "_not_full", "_waiting", "maxsize")
+    __slots__ = ("_items", "_not_full", "_waiting", "bound", "items", "maxsize")
 
     def __init__(self, maxsize: int = 0) -> None:
         self.maxsize = maxsize
-        self._items: queue.SimpleQueue[Job[Any] | None] = queue.SimpleQueue()
+        #: The items, for the pool's submit, whose fast path is inline: while
+        #: ``items.qsize() < bound`` it may ``items.put(job)`` directly.
+        self.items: queue.SimpleQueue[Job[Any] | None] = queue.SimpleQueue()
+        self._items = self.items
+        #: ``maxsize``, or a bound never reached when the queue is unbounded.
+        self.bound = maxsize if maxsize > 0 else sys.maxsize
         self._not_full = threading.Condition()  # guards _waiting; producers wait on it
         self._waiting = 0  # producers blocked in put_job
 
