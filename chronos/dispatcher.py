@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from chronos.clock import Clock
-from chronos.job import WAITING_STATES, Job, JobFuture, admit, move, resolve_cancelled
+from chronos.job import (
+    WAITING_STATES,
+    Job,
+    JobFuture,
+    admit,
+    move,
+    release_pending,
+    resolve_cancelled,
+)
 from chronos.pool import WorkerPool
 from chronos.status import JobStatus
 from chronos.ticker import TokenBucket
@@ -27,6 +35,7 @@ __all__ = ["Dispatcher"]
 
 T = TypeVar("T")
 _numbers = itertools.count()
+_PENDING = JobStatus.PENDING
 
 
 def _as_job(item: object) -> Job[Any]:
@@ -75,6 +84,8 @@ class Dispatcher:
             raise ValueError("burst goes with rate")
         self._pool = pool
         self._clock: Clock = clock if clock is not None else pool.clock
+        self._now = self._clock.now
+        self._ledger = pool._ledger
         start = self._clock.now()
         self._bucket: TokenBucket | None = None
         if interval is not None:
@@ -89,10 +100,12 @@ class Dispatcher:
         self._intake: deque[Job[Any]] = deque()
         self._sources: deque[Iterator[object]] = deque()
         self._closed = False
-        self._outstanding = 0  # jobs admitted here that are not terminal yet
+        self._sleeping = False  # the thread found nothing to do and waits on _wakeup
         self._leftovers: list[Job[Any]] = []
         self._source_errors: list[BaseException] = []
-        self._wakeup = threading.Event()  # "look again": new work, a job done, close
+        # "Look again": new work (set only while the thread sleeps), close, stop, a retry
+        # due, the last job finished.
+        self._wakeup = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._started = False
@@ -140,13 +153,15 @@ class Dispatcher:
                 raise TypeError("pass arguments to Job(...), not to submit(), with a Job")
             new_job: Job[T] = job
         else:
-            new_job = Job(job, args, kwargs)
+            new_job = Job._of_call(job, args, kwargs)
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot submit to a closed Dispatcher")
-            self._admit(new_job)
+            admit(new_job, self._ledger, _PENDING, self._now(), self)  # self._admit, inline
             self._intake.append(new_job)
-        self._wakeup.set()
+            sleeping = self._sleeping
+        if sleeping:  # the thread waits for work: wake it (while it works, it will see this)
+            self._wakeup.set()
         return new_job.future
 
     def dispatch(self, jobs: Iterable[Job[Any] | Callable[[], object]]) -> None:
@@ -228,6 +243,16 @@ class Dispatcher:
 
     # -- Route: retries of jobs dispatched here come back through the rate limit -------------
 
+    #: The transition functions count this dispatcher's unfinished jobs in _outstanding,
+    #: under the pool's ledger lock (see chronos.job.Route): the thread exits after close()
+    #: only once it is 0, since until then a retry may still come back through it.
+    _tracks_jobs = True
+    _outstanding = 0
+
+    def _all_finished(self) -> None:  # called under the ledger lock
+        if self._closed:
+            self._wakeup.set()
+
     def requeue(self, job: Job[Any]) -> None:
         if self._stop.is_set():
             self._cancel(job, JobStatus.RETRY_WAIT, "dispatcher.stop")
@@ -250,16 +275,7 @@ class Dispatcher:
     # -- internals -------------------------------------------------------------------------------
 
     def _admit(self, job: Job[Any]) -> None:  # caller holds _lock
-        admit(job, self._pool._ledger, JobStatus.PENDING, self._clock.now(), self)
-        self._outstanding += 1
-        job.future.add_done_callback(self._job_done)
-
-    def _job_done(self, _future: object) -> None:
-        with self._lock:
-            self._outstanding -= 1
-            last = self._outstanding == 0 and self._closed
-        if last:
-            self._wakeup.set()
+        admit(job, self._ledger, _PENDING, self._now(), self)
 
     def _cancel(
         self, job: Job[Any], expected: JobStatus | frozenset[JobStatus], reason: str
@@ -287,7 +303,7 @@ class Dispatcher:
                 job = self._next_job()
                 if job is None:
                     break
-                if not self._throttle():
+                if self._bucket is not None and not self._throttle():
                     self._cancel(job, JobStatus.PENDING, "dispatcher.stop")
                     break
                 self._push(job)
@@ -302,16 +318,27 @@ class Dispatcher:
     def _next_job(self) -> Job[Any] | None:
         """The next job to dispatch, waiting for one; None when it is time to exit."""
         while True:
-            self._wakeup.clear()
             if self._stop.is_set():
                 return None
+            source = None
             with self._lock:
+                self._sleeping = False
                 queue = self._retries or self._intake
                 job = queue.popleft() if queue else None
-                source = self._sources[0] if job is None and self._sources else None
-                done = job is None and source is None and self._closed and not self._outstanding
+                if job is None:
+                    source = self._sources[0] if self._sources else None
+                    if source is None:
+                        if self._closed and not self._outstanding:
+                            return None
+                        # Nothing to do: sleep.  Cleared under the lock that every hand-over
+                        # takes, and after it every waker sets the Event, so none is lost;
+                        # stop() sets _stop before the Event, hence the second look.
+                        self._wakeup.clear()
+                        if self._stop.is_set():
+                            return None
+                        self._sleeping = True
             if job is not None:
-                if job._status is JobStatus.PENDING:
+                if job._status is _PENDING:
                     return job
                 continue  # cancelled while it waited here
             if source is not None:
@@ -319,8 +346,6 @@ class Dispatcher:
                 if job is not None:
                     return job
                 continue
-            if done:
-                return None
             self._clock.wait_until(self._wakeup, None)
 
     def _pull(self, source: Iterator[object]) -> Job[Any] | None:
@@ -356,10 +381,9 @@ class Dispatcher:
             self._pool._events.internal_error(f"{self._name}.source", error)
 
     def _throttle(self) -> bool:
-        """Wait for a token; False if stopped meanwhile."""
+        """Wait for a token of the rate limit; False if stopped meanwhile."""
         bucket = self._bucket
-        if bucket is None:
-            return not self._stop.is_set()
+        assert bucket is not None
         while bucket.try_acquire(self._clock.now()) > 0.0:
             if self._clock.wait_until(self._stop, bucket.grant_time()):
                 return False
@@ -367,11 +391,18 @@ class Dispatcher:
 
     def _push(self, job: Job[Any]) -> None:
         pool = self._pool
-        if not move(job, JobStatus.PENDING, JobStatus.QUEUED, self._clock.now()):
+        if not release_pending(job, self._now()):
             return  # cancelled while it waited for its token
         self.dispatched += 1
-        pool._events.dispatched(job, self._name)
-        if pool._queue.put_job(job, self._stop):
-            pool._adjust_thread_count()
-        else:  # stopped while the queue was full, or the job was cancelled meanwhile
+        events = pool._events
+        if events._debug_on:
+            events.dispatched(job, self._name)
+        queue = pool._queue
+        if queue.items.qsize() < queue.bound:
+            queue.items.put(job)
+        elif not queue.put_job(job, self._stop):
+            # Stopped while the queue was full, or the job was cancelled meanwhile.
             self._cancel(job, JobStatus.QUEUED, "dispatcher.stop")
+            return
+        if len(pool._active) < pool._max_workers:
+            pool._adjust_thread_count()

@@ -22,7 +22,10 @@ import math
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from concurrent.futures._base import CANCELLED as _CANCELLED_FUTURE
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED as _CANCELLED_AND_NOTIFIED
 from concurrent.futures._base import FINISHED as _FINISHED
+from concurrent.futures._base import PENDING as _PENDING_FUTURE
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -56,6 +59,9 @@ _LEGAL: dict[JobStatus, frozenset[JobStatus]] = {
 WAITING_STATES = frozenset({_S.PENDING, _S.QUEUED, _S.RETRY_WAIT})
 
 _job_ids = itertools.count(1)
+#: A Future's states once done; CANCELLED only lasts until set_running_or_notify_cancel(),
+#: which resolve_cancelled() calls at once.
+_DONE_FUTURE_STATES = frozenset({_CANCELLED_FUTURE, _CANCELLED_AND_NOTIFIED, _FINISHED})
 
 # Module globals for the hot paths: an attribute of an Enum class costs a lookup each time.
 _CREATED = JobStatus.CREATED
@@ -118,9 +124,20 @@ class AttemptHolder(Protocol):
 
 
 class Route(Protocol):
-    """Where a job re-enters after its retry backoff: the pool's queue or a Dispatcher."""
+    """Where a job re-enters after its retry backoff: the pool's queue or a Dispatcher.
+
+    A route with ``_tracks_jobs`` (a Dispatcher) counts its unfinished jobs in
+    ``_outstanding``, which only the transition functions change, under the ledger lock:
+    +1 at admission, -1 when the job becomes terminal, and then, at 0, a call to
+    ``_all_finished()`` (under the ledger lock: it must only set an Event).
+    """
+
+    _tracks_jobs: bool
+    _outstanding: int
 
     def requeue(self, job: Job[Any]) -> None: ...
+
+    def _all_finished(self) -> None: ...
 
 
 class Ledger:
@@ -305,47 +322,89 @@ def check_timeout(timeout: object, name: str = "timeout") -> float | None:
     return value
 
 
+class _LazyCondition:
+    """A Future's ``_condition``, made the first time anything asks for it.
+
+    A non-data descriptor: the first read stores the Condition in the instance's
+    ``__dict__``, and every later read finds it there without calling this.  A race between
+    two first reads makes two Conditions and ``setdefault`` keeps one: both get the same.
+    """
+
+    def __get__(self, future: object, owner: object = None) -> threading.Condition:
+        if future is None:
+            raise AttributeError("_condition is an attribute of JobFuture instances")
+        condition: threading.Condition = future.__dict__.setdefault(
+            "_condition", threading.Condition()
+        )
+        return condition
+
+
 class JobFuture(Future[T]):
     """The Future of one :class:`Job`; resolved exactly when the job reaches a terminal state.
 
     It behaves like any ``concurrent.futures.Future`` (``wait``/``as_completed`` work).  Two
     methods follow the job: :meth:`cancel` succeeds while the job waits (pending, queued, or in
     retry backoff) and not once an attempt runs; :meth:`running` is true while an attempt runs.
+
+    Thread-safety, and what differs from the base class inside: most Futures are never
+    waited on (the job is done before anyone asks), so the Condition that a Future guards
+    its state with is made only when something needs it (``result()`` of a pending job,
+    ``wait``, ``as_completed``, ``add_done_callback``, cancellation).  The one thread that
+    resolves a job's success (:meth:`_succeed`) writes the state *first*, then looks for the
+    Condition: any thread that made the Condition before that look is woken and has its
+    callback run under it; any thread that makes it after finds the state already FINISHED.
+    ``result()`` and ``done()`` of a finished Future read the state without a lock.
     """
 
+    _condition = _LazyCondition()
+
     def __init__(self, job: Job[T]) -> None:
-        super().__init__()
+        # Future.__init__ without its Condition (see the class docstring).
+        self._state = _PENDING_FUTURE
+        self._result: T | None = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future[T]], object]] = []
         self.job = job
 
     def cancel(self) -> bool:
         job = self.job
-        if job._ledger is not None and move(job, WAITING_STATES, _CANCELLED):
+        if job._ledger is not None and move(job, WAITING_STATES, JobStatus.CANCELLED):
             resolve_cancelled(job)
             job._ledger.events.cancelled(job, reason="future.cancel")
             return True
         return self.cancelled()
 
     def running(self) -> bool:
-        return self.job._status is _RUNNING
+        return self.job._status is JobStatus.RUNNING
+
+    def done(self) -> bool:
+        return self._state in _DONE_FUTURE_STATES  # once done, a Future never changes
+
+    def result(self, timeout: float | None = None) -> T:
+        if self._state is _FINISHED and self._exception is None:
+            return self._result  # type: ignore[return-value]
+        return super().result(timeout)
 
     def _succeed(self, result: T) -> None:
-        """Resolve with ``result``: what ``set_running_or_notify_cancel()`` then
-        ``set_result()`` do, in one round trip of the Condition.
+        """Resolve with ``result``: ``set_running_or_notify_cancel()`` then ``set_result()``,
+        without a lock when nobody waits.
 
         Called once, by the thread whose transition made the job SUCCEEDED, so the Future is
         still PENDING (it is never marked RUNNING: see :meth:`running`).
         """
-        condition = self._condition
-        condition.acquire()
-        try:
-            self._result = result
-            self._state = _FINISHED
-            for waiter in self._waiters:
-                waiter.add_result(self)
-            condition.notify_all()
-        finally:
-            condition.release()
-        if self._done_callbacks:  # type: ignore[attr-defined]
+        self._result = result
+        self._state = _FINISHED  # first: see the class docstring
+        condition = self.__dict__.get("_condition")
+        if condition is not None:
+            condition.acquire()
+            try:
+                for waiter in self._waiters:
+                    waiter.add_result(self)
+                condition.notify_all()
+            finally:
+                condition.release()
+        if self._done_callbacks:
             self._invoke_callbacks()  # type: ignore[attr-defined]
 
 
@@ -377,7 +436,7 @@ def _apply(
     """Write ``job._status`` and the books: the general transition.
 
     The caller holds ``ledger.lock`` and has checked the move (:func:`_check_legal`).  The
-    three moves every job makes (:func:`admit`, :func:`start_attempt`,
+    moves of the hot paths (:func:`admit`, :func:`release_pending`, :func:`start_attempt`,
     :func:`succeed_attempt`) do the same writes inline, for speed; nothing else writes a
     status.
     """
@@ -392,6 +451,16 @@ def _apply(
         del ledger._live[job.id]
         if ledger.closed and not ledger._live:
             ledger.drained.set()
+        _route_finished(job)
+
+
+def _route_finished(job: Job[Any]) -> None:
+    """``job`` just became terminal: count it off its route.  Caller holds the ledger lock."""
+    route = job._route
+    if route is not None and route._tracks_jobs:
+        route._outstanding -= 1
+        if not route._outstanding:
+            route._all_finished()
 
 
 def admit(job: Job[Any], ledger: Ledger, new: JobStatus, now: float, route: Route) -> None:
@@ -420,6 +489,8 @@ def admit(job: Job[Any], ledger: Ledger, new: JobStatus, now: float, route: Rout
         stats.submitted += 1
         stats._counts[new] += 1
         ledger._live[job.id] = job
+        if route._tracks_jobs:
+            route._outstanding += 1
 
 
 def move(
@@ -448,6 +519,27 @@ def move(
             return False
         _check_legal(job, new)
         _apply(job, ledger, new, now)
+        return True
+
+
+def release_pending(job: Job[Any], now: float) -> bool:
+    """PENDING -> QUEUED: a Dispatcher lets ``job`` into the pool's queue.
+
+    :func:`move` for the move every dispatched job makes, with its writes inline.
+
+    Returns:
+        True if the job was pending; False if it is not any more (cancelled meanwhile).
+    """
+    ledger = job._ledger
+    assert ledger is not None
+    with ledger.lock:
+        if job._status is not _PENDING:
+            return False
+        job._status = _QUEUED  # PENDING -> QUEUED is always legal
+        job._queued_at = now
+        counts = ledger.stats._counts
+        counts[_PENDING] -= 1
+        counts[_QUEUED] += 1
         return True
 
 
@@ -506,6 +598,11 @@ def succeed_attempt(job: Job[Any], attempt: Attempt, now: float, holder: Attempt
         del live[job.id]
         if not live and ledger.closed:
             ledger.drained.set()
+        route = job._route
+        if route is not None and route._tracks_jobs:  # _route_finished(job), inline
+            route._outstanding -= 1
+            if not route._outstanding:
+                route._all_finished()
         return True
 
 

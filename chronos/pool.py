@@ -293,6 +293,12 @@ class WorkerPool(Executor):
 
     # -- Route: where retries of directly submitted jobs re-enter ------------------------------
 
+    _tracks_jobs = False  # the ledger counts the pool's jobs already
+    _outstanding = 0
+
+    def _all_finished(self) -> None:  # never called: _tracks_jobs is False
+        pass
+
     def requeue(self, job: Job[Any]) -> None:
         if move(job, JobStatus.RETRY_WAIT, JobStatus.QUEUED, self._clock.now()):
             self._queue.put_overflow(job)

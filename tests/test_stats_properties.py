@@ -65,6 +65,12 @@ def noop() -> None:
 class NoRoute:
     """A Route for jobs whose retries the test requeues itself."""
 
+    _tracks_jobs = False
+    _outstanding = 0
+
+    def _all_finished(self) -> None:
+        raise AssertionError("a route that does not track jobs is never told they finished")
+
     def requeue(self, job: Job[Any]) -> None:
         raise AssertionError(f"nothing should requeue {job!r} here")
 
