@@ -110,6 +110,10 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._started = False
         self.dispatched = 0  # written by the dispatcher thread only
+        # Dispatcher thread only: it waited for work or for room in the pool since its last
+        # token (the ticks meanwhile were idle ones, dropped beyond the burst), as opposed to
+        # getting back late because it was starved of the GIL (those ticks are owed).
+        self._paused = True
         pool._dispatchers.add(self)
 
     # -- public API ---------------------------------------------------------------------------
@@ -337,6 +341,7 @@ class Dispatcher:
                         if self._stop.is_set():
                             return None
                         self._sleeping = True
+                        self._paused = True
             if job is not None:
                 if job._status is _PENDING:
                     return job
@@ -384,7 +389,9 @@ class Dispatcher:
         """Wait for a token of the rate limit; False if stopped meanwhile."""
         bucket = self._bucket
         assert bucket is not None
-        while bucket.try_acquire(self._clock.now()) > 0.0:
+        backlogged = not self._paused
+        self._paused = False
+        while bucket.try_acquire(self._clock.now(), backlogged=backlogged) > 0.0:
             if self._clock.wait_until(self._stop, bucket.grant_time()):
                 return False
         return True
@@ -400,9 +407,11 @@ class Dispatcher:
         queue = pool._queue
         if queue.items.qsize() < queue.bound:
             queue.items.put(job)
-        elif not queue.put_job(job, self._stop):
-            # Stopped while the queue was full, or the job was cancelled meanwhile.
-            self._cancel(job, JobStatus.QUEUED, "dispatcher.stop")
-            return
+        else:
+            self._paused = True  # waits for room: ticks meanwhile are idle ones
+            if not queue.put_job(job, self._stop):
+                # Stopped while the queue was full, or the job was cancelled meanwhile.
+                self._cancel(job, JobStatus.QUEUED, "dispatcher.stop")
+                return
         if len(pool._active) < pool._max_workers:
             pool._adjust_thread_count()

@@ -7,10 +7,12 @@ drift (a ``sleep(interval)`` loop drifts by its overhead on every tick).
 
 Missed ticks are told apart by why they were missed:
 
-- A caller that was refused a token, waited, and came back late (its thread was not
-  scheduled in time: another thread held the GIL, the machine was busy) gets the ticks it
-  missed at once.  It was backlogged all along, so the long-run rate holds: no drift, even
-  under load.
+- A caller that was backlogged since its last call gets the ticks it missed at once, so the
+  long-run rate holds: no drift, even under load.  That is a caller that was refused a
+  token, waited, and came back late (its thread was not scheduled in time: another thread
+  held the GIL, the machine was busy), and one that says so (``backlogged=True``: it had
+  work waiting all along but got back late from its previous grant, GIL-starved while it
+  pushed the job).
 - Ticks that passed while nobody asked (the dispatcher had nothing to dispatch, or was
   blocked on a full pool after its last grant) are dropped beyond ``burst``, as Go's
   ``time.Ticker`` drops them: after an idle spell up to ``burst`` grants come at once, the
@@ -82,8 +84,13 @@ class TokenBucket:
         bucket._period = interval  # exactly, not 1 / (1 / interval)
         return bucket
 
-    def try_acquire(self, now: float) -> float:
+    def try_acquire(self, now: float, *, backlogged: bool = False) -> float:
         """Take a token if one is available at ``now``.
+
+        Args:
+            now: the clock reading.
+            backlogged: the caller had work waiting for a token ever since its previous
+                call: the ticks it missed since are owed to it, not dropped as idle ones.
 
         Returns:
             0.0 if a token was taken; otherwise the seconds until one is available (no token
@@ -93,9 +100,10 @@ class TokenBucket:
         if now < ready_at - _TOLERANCE:
             self._refused = True
             return ready_at - now
-        if self._refused:
-            # The caller waited for this token and may come back late: every tick up to now
-            # is owed to it (it asks again at once, catching up), none is dropped.
+        if self._refused or backlogged:
+            # The caller waited for this token, or was busy with the previous one, and may
+            # come back late: every tick up to now is owed to it (it asks again at once,
+            # catching up), none is dropped.
             self._refused = False
             self._backlog_until = now
         tat = self._start + self._next * self._period

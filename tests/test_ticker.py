@@ -333,3 +333,32 @@ def test_bad_burst_is_refused(burst: Any, error: type[Exception], message: str) 
 def test_bad_interval_is_refused(interval: Any, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         TokenBucket.every(interval, start=0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=rates,
+    burst=bursts,
+    late_periods=st.integers(min_value=1, max_value=50),
+    fraction=st.floats(min_value=0.0, max_value=0.9),
+)
+def test_a_backlogged_caller_that_comes_back_late_from_a_grant_catches_up(
+    rate: float, burst: int, late_periods: int, fraction: float
+) -> None:
+    """Lateness while busy with the last grant (GIL-starved while pushing it) costs no ticks;
+    the same lateness without ``backlogged`` is an idle spell: ticks beyond the burst drop."""
+    period = 1.0 / rate
+    owed, idle = TokenBucket(rate, burst, start=0.0), TokenBucket(rate, burst, start=0.0)
+    for bucket in (owed, idle):
+        for _ in range(burst):
+            assert bucket.try_acquire(0.0) == 0.0
+    now = (late_periods + fraction) * period  # the next token was due at one period
+    granted_owed = 0
+    while owed.try_acquire(now, backlogged=True) == 0.0:
+        granted_owed += 1
+    granted_idle = 0
+    while idle.try_acquire(now) == 0.0:
+        granted_idle += 1
+    assert granted_owed == late_periods  # every grid tick up to now
+    assert granted_idle == min(late_periods, burst)
+    assert burst + granted_owed <= rate * now + burst + COUNT_TOLERANCE  # the cumulative bound
