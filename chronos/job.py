@@ -62,6 +62,7 @@ _job_ids = itertools.count(1)
 #: A Future's states once done; CANCELLED only lasts until set_running_or_notify_cancel(),
 #: which resolve_cancelled() calls at once.
 _DONE_FUTURE_STATES = frozenset({_CANCELLED_FUTURE, _CANCELLED_AND_NOTIFIED, _FINISHED})
+_CANCELLED_FUTURE_STATES = frozenset({_CANCELLED_FUTURE, _CANCELLED_AND_NOTIFIED})
 
 # Module globals for the hot paths: an attribute of an Enum class costs a lookup each time.
 _CREATED = JobStatus.CREATED
@@ -353,7 +354,8 @@ class JobFuture(Future[T]):
     resolves a job's success (:meth:`_succeed`) writes the state *first*, then looks for the
     Condition: any thread that made the Condition before that look is woken and has its
     callback run under it; any thread that makes it after finds the state already FINISHED.
-    ``result()`` and ``done()`` of a finished Future read the state without a lock.
+    ``result()``, ``done()``, ``cancelled()`` and ``cancel()`` of a finished Future read the
+    state without a lock.
     """
 
     _condition = _LazyCondition()
@@ -368,6 +370,8 @@ class JobFuture(Future[T]):
         self.job = job
 
     def cancel(self) -> bool:
+        if self._state is _FINISHED:  # Executor.map cancels every Future it has read
+            return False
         job = self.job
         if job._ledger is not None and move(job, WAITING_STATES, JobStatus.CANCELLED):
             resolve_cancelled(job)
@@ -377,6 +381,9 @@ class JobFuture(Future[T]):
 
     def running(self) -> bool:
         return self.job._status is JobStatus.RUNNING
+
+    def cancelled(self) -> bool:
+        return self._state in _CANCELLED_FUTURE_STATES  # once cancelled, it stays so
 
     def done(self) -> bool:
         return self._state in _DONE_FUTURE_STATES  # once done, a Future never changes

@@ -84,8 +84,9 @@ def test_every_waiter_sees_a_success_that_races_it() -> None:
 
 def test_a_finished_future_answers_without_making_a_condition() -> None:
     future = Job(seven).future
-    future._succeed(3)
-    assert future.done() and future.result() == 3
+    future._succeed(7)
+    assert future.done() and future.result() == 7
+    assert not future.cancel() and not future.cancelled()  # what Executor.map calls
     assert "_condition" not in vars(future)
     assert future.exception() is None  # the base class's way: it makes the Condition
     assert "_condition" in vars(future)
