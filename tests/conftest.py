@@ -13,6 +13,32 @@ from chronos.testing import FakeClock
 
 #: How long (real seconds) a test's threads get to exit after it ends.
 THREAD_EXIT_GRACE = 5.0
+#: Real seconds a soak test gets beyond ``--soak-seconds`` before pytest-timeout stops it.
+SOAK_TIMEOUT_MARGIN = 120.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak-seconds",
+        type=float,
+        default=60.0,
+        help="how long (real seconds) `pytest -m soak` runs the chaos mix (default: 60)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak tests run only when ``-m`` names them (``pytest -m soak``), never in a plain run
+    (CI); when they run, their timeout follows ``--soak-seconds``."""
+    asked = "soak" in (config.option.markexpr or "")
+    seconds: float = config.getoption("--soak-seconds")
+    skip = pytest.mark.skip(reason="soak test: run it with `pytest -m soak --soak-seconds N`")
+    for item in items:
+        if item.get_closest_marker("soak") is None:
+            continue
+        if asked:
+            item.add_marker(pytest.mark.timeout(seconds + SOAK_TIMEOUT_MARGIN))
+        else:
+            item.add_marker(skip)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

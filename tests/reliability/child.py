@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 #: Upper bound (s) for any one wait on a child: far above what a healthy run needs.
 CHILD_TIMEOUT = 20.0
