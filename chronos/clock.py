@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Protocol
 
+_TIMEOUT_MAX = threading.TIMEOUT_MAX
+
 
 class Clock(Protocol):
     """What chronos needs from a clock.
@@ -53,7 +55,9 @@ class SystemClock:
         timeout = deadline - time.monotonic()
         if timeout <= 0:
             return wakeup.is_set()
-        return wakeup.wait(timeout)
+        # Event.wait raises OverflowError beyond TIMEOUT_MAX (about 292 years): wait that
+        # long instead, a spurious wake-up every caller tolerates (and no one will see).
+        return wakeup.wait(timeout if timeout < _TIMEOUT_MAX else _TIMEOUT_MAX)
 
     def __repr__(self) -> str:
         return "SystemClock()"

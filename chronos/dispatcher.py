@@ -114,7 +114,9 @@ class Dispatcher:
         # token (the ticks meanwhile were idle ones, dropped beyond the burst), as opposed to
         # getting back late because it was starved of the GIL (those ticks are owed).
         self._paused = True
-        pool._dispatchers.add(self)
+        pool._dispatchers.add(self)  # from here the pool's shutdown closes us...
+        if pool._ledger.closed:  # ...and one that came before makes us born closed
+            self._closed = True
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -160,7 +162,7 @@ class Dispatcher:
             new_job = Job._of_call(job, args, kwargs)
         with self._lock:
             if self._closed:
-                raise RuntimeError("cannot submit to a closed Dispatcher")
+                raise RuntimeError(f"cannot submit to a closed Dispatcher{self._why_closed()}")
             admit(new_job, self._ledger, _PENDING, self._now(), self)  # self._admit, inline
             self._intake.append(new_job)
             sleeping = self._sleeping
@@ -182,7 +184,7 @@ class Dispatcher:
         iterator = iter(jobs)
         with self._lock:
             if self._closed:
-                raise RuntimeError("cannot dispatch to a closed Dispatcher")
+                raise RuntimeError(f"cannot dispatch to a closed Dispatcher{self._why_closed()}")
             self._sources.append(iterator)
         self._wakeup.set()
 
@@ -278,6 +280,9 @@ class Dispatcher:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _why_closed(self) -> str:
+        return " (its pool is shut down)" if self._ledger.closed else ""
+
     def _admit(self, job: Job[Any]) -> None:  # caller holds _lock
         admit(job, self._ledger, _PENDING, self._now(), self)
 
@@ -310,7 +315,13 @@ class Dispatcher:
                 if self._bucket is not None and not self._throttle():
                     self._cancel(job, JobStatus.PENDING, "dispatcher.stop")
                     break
+                if self._stop.is_set():  # stop() came while we pulled it from an iterable
+                    self._cancel(job, JobStatus.PENDING, "dispatcher.stop")
+                    break
                 self._push(job)
+                # Drop our reference before we wait for the next one: an idle dispatcher
+                # must not keep the last job it dispatched (and its result) alive.
+                job = None
         except BaseException as exc:  # chronos bug: say so, and account for what is held
             events.internal_error("dispatcher", exc)
             self._stop.set()

@@ -20,11 +20,13 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures._base import CANCELLED as _CANCELLED_FUTURE
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED as _CANCELLED_AND_NOTIFIED
 from concurrent.futures._base import FINISHED as _FINISHED
+from concurrent.futures._base import LOGGER as _FUTURES_LOGGER
 from concurrent.futures._base import PENDING as _PENDING_FUTURE
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -323,20 +325,51 @@ def check_timeout(timeout: object, name: str = "timeout") -> float | None:
     return value
 
 
+#: Stored as a Future's Condition by :meth:`JobFuture._succeed` when it found none: from then
+#: on the Future is FINISHED (a statement later) and nothing can wait for it any more.
+_SUCCEEDED_UNLOCKED = object()
+_UNLOCKED_SUCCESS_LOCK = threading.Lock()  # swaps that mark for a real Condition, once
+
+
 class _LazyCondition:
     """A Future's ``_condition``, made the first time anything asks for it.
 
-    A non-data descriptor: the first read stores the Condition in the instance's
-    ``__dict__``, and every later read finds it there without calling this.  A race between
-    two first reads makes two Conditions and ``setdefault`` keeps one: both get the same.
+    A data descriptor over the instance's ``_cond`` slot of ``__dict__``, which holds
+    nothing (no Condition made yet), a Condition, or :data:`_SUCCEEDED_UNLOCKED`.  Every
+    hand-over is a ``dict.setdefault``, atomic in CPython, so :meth:`JobFuture._succeed` and
+    a first reader agree on one outcome: either the reader's Condition is in place first,
+    and ``_succeed`` takes it like the base class does, or ``_succeed``'s mark is, and the
+    reader gets a Condition of a Future that is already FINISHED for good.
     """
 
     def __get__(self, future: object, owner: object = None) -> threading.Condition:
         if future is None:
             raise AttributeError("_condition is an attribute of JobFuture instances")
-        condition: threading.Condition = future.__dict__.setdefault(
-            "_condition", threading.Condition()
-        )
+        slots = future.__dict__
+        condition = slots.get("_cond")
+        if condition is None:
+            condition = slots.setdefault("_cond", threading.Condition())
+        if condition is _SUCCEEDED_UNLOCKED:
+            return _condition_of_finished(future)
+        assert isinstance(condition, threading.Condition)
+        return condition
+
+    def __set__(self, future: object, condition: threading.Condition) -> None:
+        future.__dict__["_cond"] = condition
+
+
+def _condition_of_finished(future: Any) -> threading.Condition:
+    """The Condition of a Future that succeeded without one (rare: ``wait()`` or a callback
+    added after the fact).  Its state is final, so any Condition will do, as long as every
+    caller gets the same one."""
+    while future._state is not _FINISHED:  # _succeed writes it right after its mark
+        time.sleep(0)  # noqa: TID251 -- not a wait: gives the GIL to the resolving thread
+    with _UNLOCKED_SUCCESS_LOCK:
+        slots = future.__dict__
+        condition = slots["_cond"]
+        if condition is _SUCCEEDED_UNLOCKED:
+            condition = slots["_cond"] = threading.Condition()
+        assert isinstance(condition, threading.Condition)
         return condition
 
 
@@ -351,9 +384,12 @@ class JobFuture(Future[T]):
     waited on (the job is done before anyone asks), so the Condition that a Future guards
     its state with is made only when something needs it (``result()`` of a pending job,
     ``wait``, ``as_completed``, ``add_done_callback``, cancellation).  The one thread that
-    resolves a job's success (:meth:`_succeed`) writes the state *first*, then looks for the
-    Condition: any thread that made the Condition before that look is woken and has its
-    callback run under it; any thread that makes it after finds the state already FINISHED.
+    resolves a job's success (:meth:`_succeed`) claims the Condition's place atomically: if
+    a Condition is there, it resolves under it exactly as the base class does (waiters
+    counted and woken, callbacks run); if not, it leaves a mark there and writes the state
+    without a lock, and whoever asks for the Condition later finds the Future FINISHED for
+    good (see :class:`_LazyCondition`).  So ``wait()`` and ``as_completed()``, which read the
+    states twice under the Conditions, never see one change in between.
     ``result()``, ``done()``, ``cancelled()`` and ``cancel()`` of a finished Future read the
     state without a lock.
     """
@@ -393,6 +429,17 @@ class JobFuture(Future[T]):
             return self._result  # type: ignore[return-value]
         return super().result(timeout)
 
+    def _invoke_callbacks(self) -> None:
+        """Run the done-callbacks, as the base class does, except that *any* exception one
+        raises is logged (on the ``concurrent.futures`` logger, like the base class's
+        Exceptions): a BaseException such as SystemExit from a callback must neither kill
+        the chronos thread that resolved the job nor cut its accounting short."""
+        for callback in self._done_callbacks:
+            try:
+                callback(self)
+            except BaseException:
+                _FUTURES_LOGGER.exception("exception calling callback for %r", self)
+
     def _succeed(self, result: T) -> None:
         """Resolve with ``result``: ``set_running_or_notify_cancel()`` then ``set_result()``,
         without a lock when nobody waits.
@@ -401,24 +448,35 @@ class JobFuture(Future[T]):
         still PENDING (it is never marked RUNNING: see :meth:`running`).
         """
         self._result = result
-        self._state = _FINISHED  # first: see the class docstring
-        condition = self.__dict__.get("_condition")
-        if condition is not None:
-            condition.acquire()
-            try:
-                for waiter in self._waiters:
-                    waiter.add_result(self)
-                condition.notify_all()
-            finally:
-                condition.release()
-        if self._done_callbacks:
-            self._invoke_callbacks()  # type: ignore[attr-defined]
+        condition = self.__dict__.setdefault("_cond", _SUCCEEDED_UNLOCKED)
+        if condition is _SUCCEEDED_UNLOCKED:  # no Condition: no waiter, no callback
+            self._state = _FINISHED
+            return
+        condition.acquire()
+        try:
+            self._state = _FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self)
+            condition.notify_all()
+        finally:
+            condition.release()
+        self._invoke_callbacks()
 
 
 def resolve_cancelled(job: Job[Any]) -> None:
-    """Resolve the Future of a job that just became CANCELLED."""
-    Future.cancel(job.future)
-    job.future.set_running_or_notify_cancel()
+    """Resolve the Future of a job that just became CANCELLED.
+
+    ``Future.cancel()`` then ``set_running_or_notify_cancel()`` in one critical section:
+    waiters are told before any done-callback runs.
+    """
+    future = job.future
+    condition = future._condition
+    with condition:
+        future._state = _CANCELLED_AND_NOTIFIED
+        for waiter in future._waiters:
+            waiter.add_cancelled(future)
+        condition.notify_all()
+    future._invoke_callbacks()
 
 
 # -- the transition function and its compare-and-set helpers -------------------------------

@@ -14,7 +14,6 @@ fails.  The differences are on purpose:
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import os
 import threading
@@ -49,6 +48,11 @@ T = TypeVar("T")
 DEFAULT_QUEUE_SIZE = 10_000
 #: How long shutdown waits for each idle worker thread to exit.
 _JOIN_TIMEOUT = 5.0
+#: How long shutdown waits for each of the pool's dispatchers to exit.  Short: every job is
+#: terminal by then, and a dispatcher stuck in its iterable's ``next()`` (a generator
+#: waiting for input) cannot be interrupted; it is a daemon thread that exits, submitting
+#: nothing, as soon as ``next()`` returns.
+DISPATCHER_JOIN_TIMEOUT = 0.1
 
 _pool_numbers = itertools.count()
 _live_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
@@ -140,6 +144,9 @@ class WorkerPool(Executor):
         self._dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
         self._unfinished: list[Job[Any]] = []  # guarded by _threads_lock
         self._finish_lock = threading.Lock()  # one thread at a time finishes the shutdown
+        #: Set (under _threads_lock) once shutdown stops the threads: every job is terminal,
+        #: so no thread is started or rejoins after it, and _stop_threads joins them all.
+        self._stopping = False
         self._finished = threading.Event()
         self._finisher: threading.Thread | None = None
         _live_pools.add(self)
@@ -213,11 +220,22 @@ class WorkerPool(Executor):
         return job.future
 
     def _put_when_full(self, job: Job[Any]) -> None:
-        """Queue an admitted job past a full queue: wait for room, unless on a worker."""
+        """Queue an admitted job past a full queue: wait for room, unless on a worker.
+
+        If the wait is interrupted (Ctrl+C raises KeyboardInterrupt in it), the job is
+        cancelled before the exception goes on: admitted, it must end, and a job left QUEUED
+        outside the queue would keep a draining shutdown waiting for ever.
+        """
         if current_pool() is self:
             self._queue.put_overflow(job)
-        else:
+            return
+        try:
             self._queue.put_job(job)
+        except BaseException:
+            if move(job, JobStatus.QUEUED, JobStatus.CANCELLED, self._clock.now()):
+                _resolve_cancelled(job)
+                self._events.cancelled(job, reason="submit interrupted")
+            raise
 
     def shutdown(
         self, wait: bool = True, *, cancel_futures: bool = False, grace: float | None = None
@@ -240,6 +258,8 @@ class WorkerPool(Executor):
         """
         if grace is not None:
             grace = check_number("grace", grace, minimum=0.0, inclusive=True)
+            if grace >= threading.TIMEOUT_MAX:  # Event.wait would raise OverflowError
+                grace = None  # longer than any process lives: no limit
         if current_pool() is self:
             wait = False
         if self._ledger.close():
@@ -312,7 +332,7 @@ class WorkerPool(Executor):
         if len(self._active) >= self._max_workers:
             return
         with self._threads_lock:
-            if self._finished.is_set():
+            if self._stopping:
                 return
             active = len(self._active)
             if active < self._max_workers and (
@@ -362,7 +382,9 @@ class WorkerPool(Executor):
             if slot in self._abandoned:  # idempotent: a stray interrupt may bring us back here
                 self._abandoned.discard(slot)
                 self.stats.abandoned_threads.decrement()
-            if slot.interrupted or self._ledger.closed or len(self._active) >= self._max_workers:
+            # While a draining shutdown waits for queued jobs the thread is still needed:
+            # only once shutdown stops the threads (every job terminal) is it sent away.
+            if slot.interrupted or self._stopping or len(self._active) >= self._max_workers:
                 return False
             slot.abandoned = False
             self._active.add(slot)
@@ -388,7 +410,16 @@ class WorkerPool(Executor):
             if slot in self._active:  # it returned and rejoined meanwhile: leave it be
                 return False
             self._timer.unwatch(slot)
-            if not replace or self._ledger.closed or len(self._abandoned) > self._max_abandoned:
+            # A submit() between _mark_abandoned and here may have refilled the pool already
+            # (it saw a free place): replace only what is missing, so that threads never
+            # exceed max_workers + max_abandoned_threads.  A draining shutdown still needs
+            # workers for the queued jobs: only a stopping one starts none.
+            if (
+                not replace
+                or self._stopping
+                or len(self._abandoned) > self._max_abandoned
+                or len(self._active) >= self._max_workers
+            ):
                 return False
             self._spawn()
             return True
@@ -439,10 +470,11 @@ class WorkerPool(Executor):
         )
 
     def _stop_threads(self) -> None:
+        with self._threads_lock:
+            self._stopping = True  # from here no thread starts or rejoins: we join them all
+            slots = list(self._active)
         self._queue.put_overflow(None)
         self._queue.wake_putters()
-        with self._threads_lock:
-            slots = list(self._active)
         for slot in slots:
             thread = slot.thread
             if thread is not None and thread is not threading.current_thread():
@@ -455,14 +487,28 @@ class WorkerPool(Executor):
         for dispatcher in list(self._dispatchers):
             # Every job is terminal by now: nothing is lost by stopping a dispatcher that
             # still waits for its next tick with a job shutdown cancelled.
-            dispatcher.stop(_JOIN_TIMEOUT)
+            dispatcher.stop(DISPATCHER_JOIN_TIMEOUT)
 
 
-@atexit.register
 def _shutdown_at_exit() -> None:
-    """Interpreter exit: give every live pool ``exit_grace`` seconds, then cancel the rest."""
-    for pool in list(_live_pools):
+    """Interpreter exit: give every live pool ``exit_grace`` seconds, then cancel the rest.
+
+    Registered with ``threading._register_atexit``, as ThreadPoolExecutor's own hook is: it
+    runs when the main thread ends, *before* Python joins the non-daemon threads, so a user
+    thread blocked in ``submit()`` behind a hung job is released (its job cancelled) instead
+    of blocking exit for ever.  The pools' graces run side by side, not one after another.
+    """
+    pools = list(_live_pools)
+    for pool in pools:
         try:
-            pool.shutdown(wait=True, grace=pool._exit_grace)
+            pool.shutdown(wait=False, grace=pool._exit_grace)
         except BaseException as exc:  # exit must go on
             pool._events.internal_error("atexit", exc)
+    for pool in pools:
+        try:
+            pool.shutdown(wait=True, grace=pool._exit_grace)
+        except BaseException as exc:
+            pool._events.internal_error("atexit", exc)
+
+
+threading._register_atexit(_shutdown_at_exit)  # type: ignore[attr-defined]

@@ -128,34 +128,53 @@ class Timer:
             # From here until _next_wake is set again, any worker that arms a deadline wakes
             # us, so a deadline published while we scan is never missed.
             self._next_wake = math.inf
-            now = clock.now()
-            due: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
-            with self._lock:
-                if self._stopping:
-                    return
-                heap = self._heap
-                while heap and heap[0][0] <= now:
-                    _, _, callback, args = heapq.heappop(heap)
-                    due.append((callback, args))
-                next_due = heap[0][0] if heap else math.inf
-                slots = self._slots
-            expired: list[tuple[Watched, tuple[Any, Any]]] = []
-            for slot in slots:
-                current = slot.current
-                if current is None:
-                    continue
-                deadline = current[1].deadline
-                if deadline is None:
-                    continue
-                if deadline <= now:
-                    expired.append((slot, current))
-                elif deadline < next_due:
-                    next_due = deadline
+            work = self._collect(clock.now())
+            if work is None:
+                return
+            due, expired, next_due = work
             if due or expired:
                 self._fire(due, expired)
                 continue
+            # Nothing of a job is held from here (the scan ran in _collect, whose locals are
+            # gone): an idle timer keeps no finished job, nor its result, alive.
             self._next_wake = next_due
             clock.wait_until(self._wakeup, None if next_due == math.inf else next_due)
+
+    def _collect(
+        self, now: float
+    ) -> (
+        tuple[
+            list[tuple[Callable[..., None], tuple[Any, ...]]],
+            list[tuple[Watched, tuple[Any, Any]]],
+            float,
+        ]
+        | None
+    ):
+        """The delayed calls due and the attempts past their deadline at ``now``, and when
+        to look next; None once the timer is stopping."""
+        due: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        with self._lock:
+            if self._stopping:
+                return None
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                _, _, callback, args = heapq.heappop(heap)
+                due.append((callback, args))
+            next_due = heap[0][0] if heap else math.inf
+            slots = self._slots
+        expired: list[tuple[Watched, tuple[Any, Any]]] = []
+        for slot in slots:
+            current = slot.current
+            if current is None:
+                continue
+            deadline = current[1].deadline
+            if deadline is None:
+                continue
+            if deadline <= now:
+                expired.append((slot, current))
+            elif deadline < next_due:
+                next_due = deadline
+        return due, expired, next_due
 
     def _fire(
         self,

@@ -46,7 +46,6 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, NoReturn
 
-import pytest
 import tenacity
 
 from chronos import (
@@ -73,36 +72,6 @@ MAX_DEPTH = 2
 #: Messages of the RuntimeError that submit raises after shutdown (pool, Dispatcher).
 REFUSED = "cannot schedule new futures after shutdown"
 REFUSED_BY_DISPATCHER = "cannot submit to a closed Dispatcher"
-#: A chronos defect that chaos runs hit only now and then, each shown deterministically by a
-#: strict xfail test.  A run whose only problem is one of these raises :class:`KnownDefectError`
-#: (tests report it as xfailed, so CI does not flake while the defect stands).  Delete the
-#: entry once the defect is fixed: the check is then strict again.
-THREAD_CAP_DEFECT = (
-    "defect: WorkerPool._abandon starts a replacement without checking max_workers, so a "
-    "worker started by a submit racing an abandonment takes the pool past max_workers + "
-    "max_abandoned_threads (test_races.py::test_a_submit_racing_an_abandonment_keeps_the_cap)"
-)
-
-
-SHUTDOWN_STARVATION_DEFECT = (
-    "defect: once shutdown has begun, WorkerPool._abandon starts no replacement for a timed-out "
-    "worker and WorkerPool._rejoin sends a returning one away, so a draining shutdown() can be "
-    "left with queued jobs and no worker, and never returns (test_races.py::"
-    "test_a_timeout_during_a_draining_shutdown_leaves_a_worker_for_the_queued_jobs)"
-)
-
-
-class KnownDefectError(AssertionError):
-    """The only problems found are those of a known chronos defect."""
-
-
-@contextmanager
-def xfail_on_known_defect() -> Iterator[None]:
-    """Report a run that hit only a known defect (:class:`KnownDefectError`) as xfailed."""
-    try:
-        yield
-    except KnownDefectError as exc:
-        pytest.xfail(str(exc))
 
 
 class Action(StrEnum):
@@ -703,12 +672,11 @@ def led_to_retry(status: JobStatus, attempts: Sequence[Attempt]) -> int:
 class _Books:
     """What :func:`check` found: problems (with the job they concern) and a tally."""
 
-    def __init__(self, chaos: Chaos, shutdown_cancels: bool, callback_base_errors: bool) -> None:
+    def __init__(self, chaos: Chaos, shutdown_cancels: bool, callback_errors: int) -> None:
         self.chaos = chaos
         self.shutdown_cancels = shutdown_cancels
-        self.callback_base_errors = callback_base_errors
+        self.callback_errors = callback_errors
         self.problems: list[str] = []
-        self.known: list[str] = []  # problems of a known defect (see THREAD_CAP_DEFECT)
         self.tally: Counter[str] = Counter()
         self.unfinished = {job.id for job in chaos.pool.unfinished_jobs()}
         leftovers = [] if chaos.dispatcher is None else chaos.dispatcher.leftover_jobs()
@@ -723,7 +691,7 @@ class _Books:
             self.tally["rejected"] += 1
             self.tally["rejected_children"] += "." in t.key
             refusals = (REFUSED, REFUSED_BY_DISPATCHER) if t.via_dispatcher else (REFUSED,)
-            if not (isinstance(t.rejected, RuntimeError) and str(t.rejected) in refusals):
+            if not (isinstance(t.rejected, RuntimeError) and str(t.rejected).startswith(refusals)):
                 self.bad(t, f"submit raised {t.rejected!r}, not RuntimeError({refusals})")
             if job.status is not S.CREATED or future.done() or job.attempts:
                 self.bad(t, "refused, yet admitted")
@@ -906,15 +874,12 @@ class _Books:
                 f"{late} late results, {self.tally['ended_by_pool']} attempts ended by the pool",
             )
         internal = chaos.events.internal_errors
-        if self.callback_base_errors:  # reported as they escaped into chronos's threads
-            internal = [e for e in internal if "from a done-callback" not in e["error"]]
-            del want_events["chronos.internal_error"]
         if internal:
             self.bad(None, f"internal errors: {internal[:3]}")
         got_events = {name: events[name] for name in want_events}
         if got_events != want_events:
             self.bad(None, f"events {got_events}, the jobs say {want_events}")
-        raising = sum(t.spec.raising_callback for t in admitted)
+        raising = sum(t.spec.raising_callback for t in admitted) + self.callback_errors
         if chaos.callback_errors != raising:
             self.bad(None, f"{chaos.callback_errors} callback errors logged, {raising} raised")
         # done() is not enough: wait() and as_completed() count a cancelled Future as done
@@ -945,13 +910,13 @@ class _Books:
         chaos = self.chaos
         if chaos.max_threads_seen > chaos.config.thread_cap:
             seen = f"{chaos.max_threads_seen} threads, cap {chaos.config.thread_cap}"
-            self.known.append(f"{THREAD_CAP_DEFECT}: {seen}")
+            self.bad(None, f"over max_workers + max_abandoned_threads: {seen}")
         if chaos.pool.threads():
             self.bad(None, f"threads left: {chaos.pool.threads()}")
 
 
 def check(
-    chaos: Chaos, *, shutdown_cancels: bool = False, callback_base_errors: bool = False
+    chaos: Chaos, *, shutdown_cancels: bool = False, callback_errors: int = 0
 ) -> Counter[str]:
     """Check the books of a finished run (see the module docstring); return a tally.
 
@@ -960,14 +925,13 @@ def check(
 
     Args:
         shutdown_cancels: the run's shutdown may cancel jobs (``cancel_futures`` or a grace).
-        callback_base_errors: done-callbacks raised BaseExceptions, which chronos reports as
-            internal errors of the thread they escaped into.
+        callback_errors: how many raising done-callbacks the caller added beyond the mix's
+            own (each is logged once on the ``concurrent.futures`` logger).
 
     Raises:
         AssertionError: listing every problem found, with the seed.
-        KnownDefectError: the only problems found are those of a known defect.
     """
-    books = _Books(chaos, shutdown_cancels, callback_base_errors)
+    books = _Books(chaos, shutdown_cancels, callback_errors)
     jobs = chaos.snapshot_jobs()
     for tracked in jobs:
         books.job(tracked)
@@ -977,13 +941,11 @@ def check(
     for t in jobs:
         books.tally[f"depth{t.key.count('.')}"] += 1
     if books.problems:
-        shown = "\n  ".join([*books.problems[:25], *books.known])
+        shown = "\n  ".join(books.problems[:25])
         raise AssertionError(
             f"seed={chaos.config.seed}: {len(books.problems)} problems "
             f"(tally {dict(books.tally)}):\n  {shown}"
         )
-    if books.known:
-        raise KnownDefectError(f"seed={chaos.config.seed}: {'; '.join(books.known)}")
     return books.tally
 
 
@@ -1080,7 +1042,7 @@ def race_shutdown(
         starved = _starved(chaos.pool)
         starved_since = min(starved_since, now) if starved else math.inf
         if now - starved_since > 1.0:
-            raise KnownDefectError(f"seed={seed}: {SHUTDOWN_STARVATION_DEFECT}: {starved}")
+            raise AssertionError(f"seed={seed}: a draining shutdown starved: {starved}")
         if now > end:
             join_all(threads, 0.0, f"seed={seed}: submitters racing shutdown")
         for thread in threads:

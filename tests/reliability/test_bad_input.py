@@ -155,9 +155,6 @@ DEFECTS: dict[str, str] = {
     "JobContext: wait('1')": "not checked: 'unsupported operand type(s) for +' (context.py:99)",
     "JobContext: wait(nan)": "returns False at once, as if it had waited (context.py:99)",
     "JobContext: JobContext(3,4,5)": "checks none of its arguments (context.py:36)",
-    "state: new-dispatcher-of-a-shut-pool.dispatch": "accepted: a Dispatcher made after its "
-    "pool shut down is not closed, so dispatch() takes the iterable and its first item lands "
-    "in leftover_jobs(), never submitted (dispatcher.py:171); submit() does refuse",
 }
 _used: set[str] = set()
 
@@ -916,13 +913,13 @@ STATES = matrix(
             "new-dispatcher-of-a-shut-pool.submit",
             lambda e: e.dispatcher(e.shut(), start=False).submit(abs),
             RuntimeError,
-            AFTER_SHUTDOWN,
+            CLOSED_SUBMIT,
         ),
         (
             "new-dispatcher-of-a-shut-pool.dispatch",
             lambda e: e.dispatcher(e.shut(), start=False).dispatch([print]),
             RuntimeError,
-            "closed|shut",
+            CLOSED_DISPATCH,
         ),
         (
             "GracefulShutdown-off-the-main-thread",
@@ -992,15 +989,12 @@ def test_graceful_shutdown_refuses_a_second_enter(pool: WorkerPool) -> None:
 
 # -- numbers too large to wait for ---------------------------------------------------------
 #
-# A finite number of seconds beyond threading.TIMEOUT_MAX passes every check, and the first
+# A finite number of seconds beyond threading.TIMEOUT_MAX passes every check, and
 # Event.wait() on it raises OverflowError in the thread that waits: the pool's timer thread
-# (then no timeout and no retry of that pool fires again), a dispatcher's thread (its job in
-# hand stays PENDING for ever and shutdown() without a grace never returns), or the thread
-# that finishes a shutdown.  One cause: SystemClock.wait_until (clock.py:56) and
-# WorkerPool._finish (pool.py:426) hand the raw number to Event.wait.  Either fix passes these
-# tests: refuse such numbers early with a ValueError naming them, or wait in slices.
-
-OVERFLOW = "defect: a wait beyond threading.TIMEOUT_MAX raises OverflowError in its thread"
+# (then no timeout and no retry of that pool would fire again), a dispatcher's thread (its job
+# in hand would stay PENDING for ever), or the thread that finishes a shutdown.  Found by this
+# suite; SystemClock.wait_until and WorkerPool.shutdown now cap such waits at TIMEOUT_MAX
+# (292 years).  Refusing such numbers early with a ValueError naming them passes too.
 
 
 class FarWaitClock:
@@ -1042,7 +1036,6 @@ def unless_refused(name: str, make: Callable[[], T]) -> T | None:
         return None
 
 
-@pytest.mark.xfail(strict=True, reason=f"{OVERFLOW}: the pool's timer thread dies")
 @pytest.mark.parametrize("where", ["pool", "job"])
 def test_a_huge_timeout_is_refused_or_harmless(where: str, gate: Gate) -> None:
     assert threading.TIMEOUT_MAX < HUGE
@@ -1062,7 +1055,6 @@ def test_a_huge_timeout_is_refused_or_harmless(where: str, gate: Gate) -> None:
         pool.shutdown()
 
 
-@pytest.mark.xfail(strict=True, reason=f"{OVERFLOW}: the pool's timer thread dies")
 def test_a_huge_retry_backoff_is_refused_or_harmless(gate: Gate) -> None:
     clock = FarWaitClock()
     # Without jitter the first retry waits HUGE seconds exactly, not a random part of them.
@@ -1083,7 +1075,6 @@ def test_a_huge_retry_backoff_is_refused_or_harmless(gate: Gate) -> None:
         pool.shutdown(cancel_futures=True)
 
 
-@pytest.mark.xfail(strict=True, reason=f"{OVERFLOW}: the dispatcher's thread dies")
 @pytest.mark.parametrize(
     "limit", [{"interval": HUGE}, {"rate": 1 / HUGE}], ids=["interval", "rate"]
 )
@@ -1106,7 +1097,6 @@ def test_a_huge_dispatch_interval_is_refused_or_harmless(limit: dict[str, Any]) 
         pool.shutdown(cancel_futures=True)  # the job the dead thread held is still PENDING
 
 
-@pytest.mark.xfail(strict=True, reason=f"{OVERFLOW}: the shutdown thread dies")
 @pytest.mark.parametrize("grace", [INF, HUGE], ids=["inf", "1e10"])
 def test_a_huge_shutdown_grace_is_refused_or_waits(grace: float, gate: Gate) -> None:
     pool = WorkerPool(1)
@@ -1134,11 +1124,6 @@ def test_a_huge_shutdown_grace_is_refused_or_waits(grace: float, gate: Gate) -> 
         pool.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: JobContext.wait(inf) without a deadline raises OverflowError in the job "
-    "instead of waiting until the attempt is cancelled (context.py:101, clock.py:56)",
-)
 def test_job_context_wait_inf_is_refused_or_waits_until_cancelled() -> None:
     outcome: list[object] = []
     started = threading.Event()

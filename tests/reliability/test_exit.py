@@ -53,7 +53,7 @@ def report():
     }), flush=True)
 
 
-atexit.register(report)  # before chronos registers its hook: so it runs after it
+atexit.register(report)  # runs after chronos's hook (threading._register_atexit)
 
 import chronos
 from chronos import Job, JobTimeoutError, RetryPolicy, WorkerPool
@@ -131,7 +131,7 @@ def report():
     }), flush=True)
 
 
-atexit.register(report)  # before chronos registers its hook: so it runs after it
+atexit.register(report)  # runs after chronos's hook (threading._register_atexit)
 
 from chronos import Dispatcher, WorkerPool
 
@@ -248,7 +248,7 @@ def report():
     }), flush=True)
 
 
-atexit.register(report)  # before chronos registers its hook: so it runs after it
+atexit.register(report)  # runs after chronos's hook (threading._register_atexit)
 
 import chronos
 from chronos import Dispatcher, Job, RetryPolicy, WorkerPool
@@ -303,7 +303,9 @@ if PHASE == "queued":
     assert started.acquire(timeout=BOUND)
     for i in range(5):
         submit(pool, quick, f"queued-{i}")
-    atexit.register(release.set)  # after chronos's hook, so it runs first, as exit begins
+    # After chronos registered its exit hook (threading._register_atexit, which calls them
+    # last in, first out): so this one runs first, as exit begins.
+    threading._register_atexit(release.set)
 
 elif PHASE == "backoff":
     # A job waits 0.5 s for its retry: well within exit_grace.
@@ -395,7 +397,7 @@ def report():
     print(json.dumps({"stats": snapshot.as_dict(), "in_flight": snapshot.in_flight}), flush=True)
 
 
-atexit.register(report)  # before chronos registers its hook: so it runs after it
+atexit.register(report)  # runs after chronos's hook (threading._register_atexit)
 # Ctrl+C raises KeyboardInterrupt, even if the test runs as a background job (whose children
 # start with SIGINT ignored).
 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -584,12 +586,6 @@ def test_ctrl_c_without_graceful_shutdown_still_exits(spawn: Spawn) -> None:
     assert "internal_error" not in stderr, stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a KeyboardInterrupt while submit() waits for room leaves its job QUEUED "
-    "but never queued (pool.py submit/_put_when_full), so the with block's shutdown() "
-    "waits for it forever",
-)
 def test_ctrl_c_while_submit_waits_for_room_still_exits(spawn: Spawn) -> None:
     """Ctrl+C while the main thread, inside ``with WorkerPool(...)``, waits for room in the
     full queue: KeyboardInterrupt leaves the block, whose shutdown() waits for the jobs the
@@ -606,11 +602,6 @@ def test_ctrl_c_while_submit_waits_for_room_still_exits(spawn: Spawn) -> None:
     assert report["stats"]["submitted"] == 3  # the running job, the queued one, the interrupted one
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: chronos's exit hook is an atexit one, which runs only after Python joined "
-    "the non-daemon threads: one blocked in submit() behind a hung job blocks exit forever",
-)
 def test_a_non_daemon_thread_blocked_in_submit_does_not_block_exit(spawn: Spawn) -> None:
     """A plain user thread blocked in submit() on a full queue, behind a hung job, when the
     main thread ends: the hung job must not block exit (docs/shutdown.md), so the pool's

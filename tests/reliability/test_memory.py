@@ -58,11 +58,11 @@ WORKERS = 4
 QUIET = structlog.wrap_logger(
     structlog.PrintLogger(), wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL)
 )
-#: Finished jobs that idle chronos threads still hold (see the xfail tests below): the
-#: dispatcher its last one, the timer its last retried one and one it saw running.  Both
-#: limits are 0 once those defects are fixed.
-DISPATCHER_HOLDS = 1
-TIMER_HOLDS = 2
+#: Finished jobs that idle chronos threads may still hold: none.  (They used to: the
+#: dispatcher its last one, the timer its last retried one and one it saw running; the
+#: tests under "defects found on the way" below pin each of those down.)
+DISPATCHER_HOLDS = 0
+TIMER_HOLDS = 0
 
 
 def noop() -> None:
@@ -329,12 +329,6 @@ def test_a_hundred_thousand_finished_jobs_leave_nothing_behind() -> None:
 # -- defects found on the way ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: an idle Dispatcher keeps the last job it dispatched, and so its result, "
-    "until it dispatches another or exits: Dispatcher._run's local `job` still refers to it "
-    "while _next_job() waits (dispatcher.py:307; worker_main does `del job`)",
-)
 def test_an_idle_dispatcher_keeps_no_finished_job() -> None:
     with WorkerPool(1) as pool:
         dispatcher = Dispatcher(pool).start()
@@ -349,12 +343,6 @@ def test_an_idle_dispatcher_keeps_no_finished_job() -> None:
             dispatcher.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: an idle timer thread keeps the last job it retried (its local `args`, "
-    "timer.py:138) and the last job it saw running (its local `current`, timer.py:144), and "
-    "so their results and tracebacks, until it wakes for something else",
-)
 @pytest.mark.parametrize("how", ["retried", "watched"])
 def test_an_idle_timer_keeps_no_finished_job(how: str, gate: Gate) -> None:
     clock = FakeClock()
@@ -374,14 +362,6 @@ def test_an_idle_timer_keeps_no_finished_job(how: str, gate: Gate) -> None:
         assert not alive(job_id), "the timer holds a finished job"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a timeout and a submission can both replace the same abandoned thread: "
-    "_evict (attempts.py:178-182) files the thread as abandoned and replaces it in two "
-    "critical sections, and WorkerPool._abandon (pool.py:385) spawns without checking "
-    "max_workers, so a submit() in between that already refilled the pool makes it one "
-    "worker too many, for good (each such race adds one)",
-)
 def test_a_timeout_and_a_submission_replace_an_abandoned_thread_once(gate: Gate) -> None:
     clock = FakeClock()
     pool = WorkerPool(1, timeout=1.0, clock=clock, logger=QUIET)
@@ -404,13 +384,6 @@ def test_a_timeout_and_a_submission_replace_an_abandoned_thread_once(gate: Gate)
         pool.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: JobFuture._succeed sets FINISHED without the Future's Condition "
-    "(job.py, JobFuture._succeed), but concurrent.futures.wait() and as_completed() read "
-    "the states twice under the Conditions: a future finishing in between makes wait() "
-    "return before every future is done, and as_completed() raise KeyError or yield twice",
-)
 def test_wait_and_as_completed_see_every_future_finish() -> None:
     """Found by the 100,000-job test; a contract test, which may belong with the pool's."""
     work = functools.partial(sum, range(300))  # short, so that many finish during the wait

@@ -19,9 +19,7 @@ from chronos import JobTimeoutError, WorkerPool
 from chronos.testing import FakeClock
 from tests.conftest import Gate, wait_until
 from tests.reliability.chaos import (
-    SHUTDOWN_STARVATION_DEFECT,
     SHUTDOWNS,
-    THREAD_CAP_DEFECT,
     Chaos,
     ChaosConfig,
     PolicyModel,
@@ -29,7 +27,6 @@ from tests.reliability.chaos import (
     join_all,
     race_shutdown,
     switch_interval,
-    xfail_on_known_defect,
 )
 
 
@@ -62,7 +59,7 @@ def tiny_switch_interval() -> Iterator[None]:
 )
 def test_chaos_mix_with_a_thread_switch_every_microsecond(config: ChaosConfig) -> None:
     """The chaos mix, its books checked as in test_chaos, with threads switching all the time."""
-    with xfail_on_known_defect(), Chaos(config) as chaos:
+    with Chaos(config) as chaos:
         chaos.run()
         check(chaos)
 
@@ -80,7 +77,7 @@ def test_eight_submitters_racing_shutdown(variant: str, seed: int) -> None:
     calls, cancels = SHUTDOWNS[variant]
     share = 0.3 if seed % 2 else 0.0  # odd seeds hand some jobs to a Dispatcher
     config = ChaosConfig(seed=seed, queue_size=16, jobs=0, dispatcher_share=share)
-    with xfail_on_known_defect(), Chaos(config) as chaos:
+    with Chaos(config) as chaos:
         report = race_shutdown(chaos, calls)
         chaos.shutdown(lambda pool: pool.shutdown())  # waits for a background shutdown too
         chaos.wait_for_threads()
@@ -91,7 +88,6 @@ def test_eight_submitters_racing_shutdown(variant: str, seed: int) -> None:
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.xfail(strict=True, reason=THREAD_CAP_DEFECT)
 def test_a_submit_racing_an_abandonment_keeps_the_cap(
     clock: FakeClock, gate: Gate, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,7 +128,6 @@ def test_a_submit_racing_an_abandonment_keeps_the_cap(
 
 
 @pytest.mark.timeout(15)
-@pytest.mark.xfail(strict=True, reason=SHUTDOWN_STARVATION_DEFECT)
 def test_a_timeout_during_a_draining_shutdown_leaves_a_worker_for_the_queued_jobs(
     clock: FakeClock, gate: Gate
 ) -> None:

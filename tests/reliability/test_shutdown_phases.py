@@ -38,10 +38,14 @@ event was logged) and the one the mode calls for; the stats add up; each Future 
 its job; every job cancelled or never submitted was returned to the caller
 (``pool.unfinished_jobs()`` or ``dispatcher.leftover_jobs()``, exactly once); items the
 dispatcher never pulled are still in the caller's generator; no thread outlives the test.
-The cases that show a known defect are marked xfail (strict), with the defect as reason.
 
 A last test forces one interleaving the matrix only meets by chance on a loaded machine: a
-worker started while the pool shuts down, which the shutdown does not join.
+worker started while the pool shuts down, which the shutdown must join too.
+
+Defects this matrix found, now fixed: the pool's shutdown joined a dispatcher stuck in its
+generator's ``next()`` for 5 s (grace and terminate overran their bound; it now waits
+``DISPATCHER_JOIN_TIMEOUT``, 0.1 s); ``Dispatcher.stop()`` let the item its thread was
+pulling into the pool; a worker started by a submit woken at shutdown was not joined.
 """
 
 from __future__ import annotations
@@ -555,30 +559,10 @@ def check_books(scene: Scene, mode: Mode) -> None:
 
 # -- the matrix ----------------------------------------------------------------------------
 
-BLOCKED_JOIN = (
-    "defect: pool shutdown joins a dispatcher stuck in its iterable's next() for 5 s "
-    "(pool.py _stop_threads: dispatcher.stop(_JOIN_TIMEOUT)), so grace/terminate overrun"
-)
-BLOCKED_STOP = (
-    "defect: Dispatcher.stop() lets the item its thread was pulling from an iterable into "
-    "the pool (dispatcher.py _run: no stop check between _pull and _push)"
-)
-KNOWN_DEFECTS = {
-    ("generator_blocked", "grace"): BLOCKED_JOIN,
-    ("generator_blocked", "terminate"): BLOCKED_JOIN,
-    ("generator_blocked", "dispatcher_stop"): BLOCKED_STOP,
-}
-
 
 def matrix() -> list[Any]:
-    """Every (phase, mode) pair; the pairs that show a known defect xfail (strict)."""
-    cases = []
-    for phase in PHASES:
-        for mode in MODES:
-            reason = KNOWN_DEFECTS.get((phase, mode))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            cases.append(pytest.param(phase, mode, marks=marks, id=f"{phase}-{mode}"))
-    return cases
+    """Every (phase, mode) pair."""
+    return [pytest.param(phase, mode, id=f"{phase}-{mode}") for phase in PHASES for mode in MODES]
 
 
 @pytest.fixture
@@ -638,12 +622,6 @@ def test_shutdown_in_every_phase_loses_no_job(
     check_books(scene, mode)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a submit() woken from a full queue by the shutdown starts a worker "
-    "after _stop_threads() listed the workers to join (pool.py _adjust_thread_count only "
-    "checks _finished), so shutdown returns with that worker still running",
-)
 @pytest.mark.timeout(15)
 def test_shutdown_joins_every_worker_it_started(gate: Gate) -> None:
     """When terminate() returns, the only threads of the pool still alive are the ones it
