@@ -64,3 +64,9 @@ class SystemClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+def join_timeout(seconds: float | None) -> float | None:
+    """``seconds`` for a ``Thread.join``/``Event.wait``, or None (no limit) beyond
+    ``threading.TIMEOUT_MAX`` (about 292 years), where they would raise OverflowError."""
+    return None if seconds is not None and seconds >= _TIMEOUT_MAX else seconds

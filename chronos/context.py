@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
+from chronos._validate import check_clock, check_optional_number
 from chronos.clock import Clock
 from chronos.errors import JobCancelledError, JobTimeoutError
 from chronos.job import Attempt, Job, cancel_event
@@ -27,6 +28,14 @@ _local = threading.local()
 class JobContext:
     """The running attempt of a job, seen from inside it.
 
+    Args:
+        job: the job.
+        attempt: its running attempt.
+        clock: the pool's clock.
+
+    Raises:
+        TypeError: for a bad argument, naming it.
+
     Thread-safety: made for the thread that runs the attempt; its properties may be read
     from any thread.
     """
@@ -34,9 +43,22 @@ class JobContext:
     __slots__ = ("_clock", "attempt", "job")
 
     def __init__(self, job: Job[Any], attempt: Attempt, clock: Clock) -> None:
+        if not isinstance(job, Job):
+            raise TypeError(f"job must be a chronos.Job, got {type(job).__name__}")
+        if not isinstance(attempt, Attempt):
+            raise TypeError(f"attempt must be a chronos.Attempt, got {type(attempt).__name__}")
         self.job = job
         self.attempt = attempt
-        self._clock = clock
+        self._clock = check_clock("clock", clock)
+
+    @classmethod
+    def _of(cls, job: Job[Any], attempt: Attempt, clock: Clock) -> JobContext:
+        """A context of what a worker runs: nothing to check (current_job's path)."""
+        context = cls.__new__(cls)
+        context.job = job
+        context.attempt = attempt
+        context._clock = clock
+        return context
 
     @property
     def job_id(self) -> int:
@@ -92,7 +114,11 @@ class JobContext:
 
         Returns:
             True if the attempt was cancelled or timed out (stop now), False otherwise.
+
+        Raises:
+            TypeError, ValueError: ``timeout`` is not None nor a number >= 0.
         """
+        timeout = check_optional_number("timeout", timeout, minimum=0.0, inclusive=True)
         event = cancel_event(self.job, self.attempt)
         deadline = self.attempt.deadline
         if timeout is not None:
@@ -120,7 +146,7 @@ def current_job() -> JobContext:
         raise RuntimeError("current_job() called outside a job run by a chronos WorkerPool")
     job, attempt = running
     clock: Clock = _local.clock
-    return JobContext(job, attempt, clock)
+    return JobContext._of(job, attempt, clock)
 
 
 def _bind_worker(slot: _Running, clock: Clock) -> None:

@@ -17,7 +17,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from chronos.clock import Clock
+from chronos._validate import check_clock, check_optional_number
+from chronos.clock import Clock, join_timeout
 from chronos.job import (
     WAITING_STATES,
     Job,
@@ -55,8 +56,8 @@ class Dispatcher:
         rate: dispatches per second, with
         burst: how many may go back to back after an idle spell (only with ``rate``).
             With neither ``interval`` nor ``rate`` there is no rate limit.
-        clock: time source; default the pool's.
-        name: the thread's name.
+        clock: time source, a clock instance; default the pool's.
+        name: the thread's name, a str.
 
     Raises:
         TypeError, ValueError: for a bad argument, naming it.
@@ -82,8 +83,10 @@ class Dispatcher:
             raise ValueError("give interval or rate, not both")
         if burst is not None and rate is None:
             raise ValueError("burst goes with rate")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
         self._pool = pool
-        self._clock: Clock = clock if clock is not None else pool.clock
+        self._clock: Clock = pool.clock if clock is None else check_clock("clock", clock)
         self._now = self._clock.now
         self._ledger = pool._ledger
         start = self._clock.now()
@@ -181,7 +184,10 @@ class Dispatcher:
             TypeError: ``jobs`` is not iterable.
             RuntimeError: the dispatcher was closed or stopped.
         """
-        iterator = iter(jobs)
+        try:
+            iterator = iter(jobs)
+        except TypeError:
+            raise TypeError(f"jobs must be iterable, got {type(jobs).__name__}") from None
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"cannot dispatch to a closed Dispatcher{self._why_closed()}")
@@ -196,10 +202,15 @@ class Dispatcher:
         self._wakeup.set()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the thread to exit.  Returns True if it has (or never started)."""
+        """Wait for the thread to exit.  Returns True if it has (or never started).
+
+        Raises:
+            TypeError, ValueError: ``timeout`` is not None nor a number >= 0.
+        """
+        check_optional_number("timeout", timeout, minimum=0.0, inclusive=True)
         if not self._started:
             return True
-        self._thread.join(timeout)
+        self._thread.join(join_timeout(timeout))
         return not self._thread.is_alive()
 
     def stop(self, timeout: float | None = 5.0) -> list[Job[Any]]:
@@ -210,14 +221,19 @@ class Dispatcher:
 
         Returns:
             The jobs this dispatcher cancelled (see also :meth:`leftover_jobs`).
+
+        Raises:
+            TypeError, ValueError: ``timeout`` is not None nor a number >= 0 (checked
+                before anything is stopped).
         """
+        check_optional_number("timeout", timeout, minimum=0.0, inclusive=True)
         with self._lock:
             self._closed = True
         self._stop.set()
         self._wakeup.set()
         self._pool._queue.wake_putters()
         if self._started and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+            self._thread.join(join_timeout(timeout))
         self._drain_on_stop()
         return self.leftover_jobs()
 

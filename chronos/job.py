@@ -181,13 +181,14 @@ class Job(Generic[T]):
     Args:
         fn: the callable to run.
         args: positional arguments for ``fn``.
-        kwargs: keyword arguments for ``fn``.
+        kwargs: keyword arguments for ``fn``, a mapping with str keys.
         name: a label for logs and reports (default: ``fn``'s name).
         timeout: seconds each attempt may run, overriding the pool's; > 0.
         retry: a :class:`RetryPolicy` overriding the pool's.
 
     Raises:
-        TypeError, ValueError: for a non-callable ``fn`` or a bad ``timeout``/``retry``.
+        TypeError, ValueError: for a bad argument (a non-callable ``fn``, a ``kwargs`` key
+            that is not a str, a bad ``timeout``/``retry``...), naming it.
 
     Thread-safety: the fields set at construction are read-only afterwards.  ``status`` and
     ``attempts`` are written only by the owning pool's transition function under its lock;
@@ -228,6 +229,10 @@ class Job(Generic[T]):
             raise TypeError(f"args must be a tuple, got {type(args).__name__}")
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"kwargs must be a mapping, got {type(kwargs).__name__}")
+        if kwargs:
+            for key in kwargs:
+                if not isinstance(key, str):
+                    raise TypeError(f"kwargs keys must be str, got {type(key).__name__} {key!r}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         self.timeout = check_timeout(timeout)

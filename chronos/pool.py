@@ -15,17 +15,25 @@ fails.  The differences are on purpose:
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from concurrent.futures.thread import BrokenThreadPool
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from chronos import attempts
-from chronos._validate import check_count, check_number
-from chronos.clock import SYSTEM_CLOCK, Clock
+from chronos._validate import (
+    check_bool,
+    check_clock,
+    check_count,
+    check_logger,
+    check_number,
+    check_optional_number,
+)
+from chronos.clock import SYSTEM_CLOCK, Clock, join_timeout
 from chronos.events import JobEvents, default_logger
 from chronos.job import WAITING_STATES, Job, JobFuture, Ledger, admit, check_timeout, move
 from chronos.job import resolve_cancelled as _resolve_cancelled
@@ -66,19 +74,20 @@ class WorkerPool(Executor):
         thread_name_prefix: prefix of worker thread names.
         initializer: called with ``initargs`` at the start of every worker thread; if it
             raises, the pool is broken (``BrokenThreadPool``), as in ThreadPoolExecutor.
-        initargs: arguments for ``initializer``.
+        initargs: arguments for ``initializer``, a tuple (or list).
         timeout: seconds each attempt may run (None: no limit); a job's own overrides it.
         retry: the default :class:`RetryPolicy` (None: one attempt); a job's own overrides it.
         queue_size: bound of the job queue (0: unbounded).
         max_abandoned_threads: how many hung threads (abandoned by a timeout) get a
             replacement thread; beyond it the pool runs short-handed until they return.
             Default: ``max_workers``.  Threads never exceed ``max_workers + this``.
-        interrupt_on_timeout: also raise :class:`chronos.JobInterrupted` inside an attempt
-            that overran (best effort: see :mod:`chronos.interrupt`).
+        interrupt_on_timeout: a bool: also raise :class:`chronos.JobInterrupted` inside an
+            attempt that overran (best effort: see :mod:`chronos.interrupt`).
         exit_grace: at interpreter exit, seconds left for queued and running jobs to finish
-            before they are cancelled.
-        clock: time source (tests pass a :class:`chronos.testing.FakeClock`).
-        logger: a structlog logger for the lifecycle events (see :mod:`chronos.events`).
+            before they are cancelled; finite, >= 0.
+        clock: time source, an instance (tests pass a :class:`chronos.testing.FakeClock`).
+        logger: a structlog logger for the lifecycle events (see :mod:`chronos.events`):
+            anything with ``debug``, ``info``, ``warning`` and ``error`` methods.
 
     Raises:
         TypeError, ValueError: for a bad argument, naming it.
@@ -113,6 +122,8 @@ class WorkerPool(Executor):
             )
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        if not isinstance(initargs, tuple | list):
+            raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
         self._timeout = check_timeout(timeout)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
@@ -121,9 +132,14 @@ class WorkerPool(Executor):
         if max_abandoned_threads is None:
             max_abandoned_threads = self._max_workers
         self._max_abandoned = check_count("max_abandoned_threads", max_abandoned_threads, 0)
-        self._interrupt = bool(interrupt_on_timeout)
-        self._exit_grace = check_number("exit_grace", exit_grace, minimum=0.0, inclusive=True)
-        self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
+        self._interrupt = check_bool("interrupt_on_timeout", interrupt_on_timeout)
+        # Finite: exit must be bounded (an unlimited wait at exit is no grace at all).
+        self._exit_grace = check_number(
+            "exit_grace", exit_grace, minimum=0.0, inclusive=True, finite=True
+        )
+        self._clock: Clock = SYSTEM_CLOCK if clock is None else check_clock("clock", clock)
+        if logger is not None:
+            check_logger("logger", logger)
         self._now = self._clock.now  # bound once: read several times per job
         self._initializer = initializer
         self._initargs = tuple(initargs)
@@ -219,6 +235,35 @@ class WorkerPool(Executor):
         self._adjust_thread_count()
         return job.future
 
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[T]:
+        """``Executor.map``, with its arguments checked before any job is submitted.
+
+        Raises:
+            TypeError, ValueError: ``fn`` is not callable, an iterable is not iterable, or
+                ``timeout`` is not None nor a finite number >= 0.
+            RuntimeError: the pool is shut down.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        timeout = check_optional_number("timeout", timeout, minimum=0.0, inclusive=True)
+        if timeout is not None and math.isinf(timeout):
+            raise ValueError("timeout must be finite; pass None for no timeout")
+        iterators = []
+        for iterable in iterables:
+            try:
+                iterators.append(iter(iterable))
+            except TypeError:
+                raise TypeError(
+                    f"map() iterables must be iterable, got {type(iterable).__name__}"
+                ) from None
+        return super().map(fn, *iterators, timeout=timeout, chunksize=chunksize)
+
     def _put_when_full(self, job: Job[Any]) -> None:
         """Queue an admitted job past a full queue: wait for room, unless on a worker.
 
@@ -258,8 +303,7 @@ class WorkerPool(Executor):
         """
         if grace is not None:
             grace = check_number("grace", grace, minimum=0.0, inclusive=True)
-            if grace >= threading.TIMEOUT_MAX:  # Event.wait would raise OverflowError
-                grace = None  # longer than any process lives: no limit
+            grace = join_timeout(grace)  # beyond TIMEOUT_MAX: no limit
         if current_pool() is self:
             wait = False
         if self._ledger.close():

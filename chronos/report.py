@@ -17,6 +17,7 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from chronos._validate import check_clock, check_count, check_number
 from chronos.clock import SYSTEM_CLOCK, Clock
 from chronos.dispatcher import Dispatcher
 from chronos.job import AttemptOutcome, Job, JobFuture
@@ -36,11 +37,17 @@ class DispatchMeter:
     achieved dispatch rate: dispatches per second between the first and the last one.
     It passes every event on unchanged.
 
+    Args:
+        clock: the time source (only its ``now()`` is used).
+
+    Raises:
+        TypeError: ``clock`` is not a clock instance.
+
     Thread-safety: called from every chronos thread; its state is guarded by a lock.
     """
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
-        self._clock = clock
+        self._clock: Clock = check_clock("clock", clock, waits=False)
         self._lock = threading.Lock()  # guards the three fields below
         self._count = 0
         self._first: float | None = None
@@ -185,8 +192,12 @@ class RunReport:
         """The report as lines of text, for a terminal or a log file.
 
         Args:
-            max_listed: list at most this many of the jobs that did not succeed.
+            max_listed: list at most this many of the jobs that did not succeed, >= 0.
+
+        Raises:
+            TypeError, ValueError: ``max_listed`` is not an int >= 0.
         """
+        check_count("max_listed", max_listed, 0)
         s = self.stats
         lines = [
             f"{_RULE} FINAL REPORT {_RULE}",
@@ -282,11 +293,21 @@ def summarize(
     Returns:
         A :class:`RunReport`; ``report.format()`` is its text, ``report.as_dict()`` its data.
 
+    Raises:
+        TypeError, ValueError: for a bad argument, naming it.
+
     Thread-safety: may be called from any thread, at any time; while jobs still run, the
     report is a consistent snapshot of the counters and a recent view of the jobs.
     """
+    if not isinstance(pool, WorkerPool):
+        raise TypeError(f"pool must be a chronos.WorkerPool, got {type(pool).__name__}")
+    all_jobs = _jobs_of(jobs)
+    wall_time = check_number("wall_time", wall_time, minimum=0.0, inclusive=True, finite=True)
+    if dispatcher is not None and not isinstance(dispatcher, Dispatcher):
+        raise TypeError(f"dispatcher must be a chronos.Dispatcher, got {type(dispatcher).__name__}")
+    if meter is not None and not isinstance(meter, DispatchMeter):
+        raise TypeError(f"meter must be a DispatchMeter, got {type(meter).__name__}")
     stats = pool.stats.snapshot()
-    all_jobs = [item.job if isinstance(item, JobFuture) else item for item in jobs]
     rate = meter.rate if meter is not None else None
     bucket = dispatcher.bucket if dispatcher is not None else None
     return RunReport(
@@ -303,3 +324,22 @@ def summarize(
         interrupted=interrupted or forced,
         forced=forced,
     )
+
+
+def _jobs_of(jobs: Iterable[Job[Any] | JobFuture[Any]]) -> list[Job[Any]]:
+    """The Jobs of ``jobs`` (Jobs, or JobFutures standing for theirs), checked."""
+    try:
+        items = iter(jobs)
+    except TypeError:
+        raise TypeError(
+            f"jobs must be an iterable of Jobs or JobFutures, got {type(jobs).__name__}"
+        ) from None
+    all_jobs: list[Job[Any]] = []
+    for item in items:
+        if isinstance(item, JobFuture):
+            all_jobs.append(item.job)
+        elif isinstance(item, Job):
+            all_jobs.append(item)
+        else:
+            raise TypeError(f"jobs must hold Jobs or JobFutures, got {type(item).__name__}")
+    return all_jobs

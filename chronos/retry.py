@@ -15,7 +15,7 @@ from tenacity.retry import retry_base
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from chronos._validate import check_count, check_number
+from chronos._validate import check_bool, check_count, check_number
 from chronos.errors import NonRetryableError
 
 __all__ = ["RetryPolicy"]
@@ -81,7 +81,8 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         check_count("max_attempts", self.max_attempts, 1)
-        check_number("backoff", self.backoff, minimum=0.0, inclusive=True)
+        # Finite: an infinite backoff would leave the job waiting to retry for ever.
+        check_number("backoff", self.backoff, minimum=0.0, inclusive=True, finite=True)
         check_number("multiplier", self.multiplier, minimum=1.0, inclusive=True)
         if self.max_backoff is None:
             object.__setattr__(self, "max_backoff", max(DEFAULT_MAX_BACKOFF, float(self.backoff)))
@@ -91,6 +92,7 @@ class RetryPolicy:
             raise ValueError(
                 f"max_backoff must be >= backoff, got {self.max_backoff!r} < {self.backoff!r}"
             )
+        check_bool("jitter", self.jitter)
         if self.deadline is not None:
             check_number("deadline", self.deadline, minimum=0.0, inclusive=False)
         object.__setattr__(self, "retry_on", _check_exception_types("retry_on", self.retry_on))
@@ -145,7 +147,14 @@ class RetryPolicy:
 
         Returns:
             Seconds to wait before the next attempt, or None to give up.
+
+        Raises:
+            TypeError, ValueError: for a bad argument, naming it.
         """
+        check_count("attempt_number", attempt_number, 1)
+        if not isinstance(error, BaseException):
+            raise TypeError(f"error must be an exception, got {type(error).__name__}")
+        check_number("elapsed", elapsed, minimum=0.0, inclusive=True)
         if isinstance(error, NEVER_RETRIED) or not isinstance(error, Exception):
             return None
         state = tenacity.RetryCallState(_RETRYING, None, (), {})

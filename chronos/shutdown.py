@@ -37,6 +37,36 @@ __all__ = ["GracefulShutdown"]
 
 _Handler = Any  # what signal.signal returns: a callable, an int, a Handlers member or None
 
+#: Signals no handler can be installed for.
+_UNCATCHABLE = frozenset(
+    sig for sig in (getattr(signal, "SIGKILL", None), getattr(signal, "SIGSTOP", None)) if sig
+)
+
+
+def _check_signals(signals: Iterable[object]) -> tuple[int, ...]:
+    """An iterable of signal numbers that a handler can be installed for, as a tuple.
+
+    Raises:
+        TypeError, ValueError: naming ``signals``.
+    """
+    try:
+        values = tuple(signals)
+    except TypeError:
+        raise TypeError(
+            f"signals must be an iterable of signal numbers, got {type(signals).__name__}"
+        ) from None
+    valid = signal.valid_signals()
+    checked: list[int] = []
+    for sig in values:
+        if isinstance(sig, bool) or not isinstance(sig, int):
+            raise TypeError(f"signals must hold signal numbers, got {type(sig).__name__} {sig!r}")
+        if sig not in valid:
+            raise ValueError(f"signals must hold valid signal numbers, got {sig!r}")
+        if sig in _UNCATCHABLE:
+            raise ValueError(f"signals must hold signals that can be caught, got {sig!r}")
+        checked.append(sig)
+    return tuple(checked)
+
 
 class GracefulShutdown:
     """Context manager that turns SIGINT/SIGTERM into a graceful, then immediate, shutdown.
@@ -48,8 +78,10 @@ class GracefulShutdown:
         signals: the signals to handle.
 
     Raises:
+        TypeError, ValueError: for a bad argument, naming it (``signals`` must hold valid
+            signal numbers that can be caught: not SIGKILL nor SIGSTOP).
         RuntimeError: entered from a thread other than the main thread (Python delivers
-            signals to the main thread only).
+            signals to the main thread only), or entered a second time (a guard is used once).
 
     Thread-safety: enter and exit on the main thread; the properties may be read anywhere.
     """
@@ -69,8 +101,9 @@ class GracefulShutdown:
         self._pool = pool
         self._dispatchers = dispatchers
         self.grace = check_number("grace", grace, minimum=0.0, inclusive=True)
-        self._signals = tuple(signals)
-        self._previous: dict[signal.Signals, _Handler] = {}
+        self._signals = _check_signals(signals)
+        self._entered = False  # main thread only: set by the first __enter__
+        self._previous: dict[int, _Handler] = {}
         self._received: list[int] = []  # appended by the handler only (list.append is atomic)
         self._pipe: tuple[int, int] | None = None  # the handler's only other act: one byte here
         self._exiting = False
@@ -94,6 +127,9 @@ class GracefulShutdown:
                 "GracefulShutdown must be entered from the main thread: "
                 "Python runs signal handlers only there"
             )
+        if self._entered:
+            raise RuntimeError("a GracefulShutdown can be entered once; it was already entered")
+        self._entered = True
         self._pipe = os.pipe()
         self._watcher = threading.Thread(
             target=self._watch, name=f"{self._pool.name}_signals", daemon=True

@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from chronos._validate import check_int
 from chronos.status import JobStatus
 
 __all__ = [
@@ -37,17 +38,34 @@ class AtomicCounter:
     __slots__ = ("_lock", "_value")
 
     def __init__(self, value: int = 0) -> None:
+        """Start at ``value``.
+
+        Raises:
+            TypeError: ``value`` is not an int.
+        """
         self._lock = threading.Lock()  # guards _value
-        self._value = value
+        self._value = check_int("value", value)
 
     def increment(self, amount: int = 1) -> int:
-        """Add ``amount`` and return the new value."""
+        """Add ``amount`` and return the new value.
+
+        Raises:
+            TypeError: ``amount`` is not an int.
+        """
+        if type(amount) is not int:  # the one check of a hot-ish path; bool is refused too
+            check_int("amount", amount)
         with self._lock:
             self._value += amount
             return self._value
 
     def decrement(self, amount: int = 1) -> int:
-        """Subtract ``amount`` and return the new value."""
+        """Subtract ``amount`` and return the new value.
+
+        Raises:
+            TypeError: ``amount`` is not an int.
+        """
+        if type(amount) is not int:
+            check_int("amount", amount)
         return self.increment(-amount)
 
     @property
@@ -183,10 +201,21 @@ class Stats:
     _queue_wait: _Samples = field(default_factory=_Samples, repr=False)
     _run_time: _Samples = field(default_factory=_Samples, repr=False)
 
-    def count(self, status: JobStatus) -> int:
-        """How many jobs are in ``status`` right now."""
+    def count(self, status: JobStatus | str) -> int:
+        """How many jobs are in ``status`` (a JobStatus, or its value: ``"queued"``) now.
+
+        Raises:
+            TypeError: ``status`` is not a JobStatus nor a str.
+            ValueError: ``status`` is a str that names no JobStatus.
+        """
+        if not isinstance(status, str):  # a JobStatus is a str too
+            raise TypeError(f"status must be a JobStatus, got {type(status).__name__}")
         with self.lock:
-            return self._counts[status]
+            count: int | None = self._counts.get(status)  # type: ignore[call-overload]
+        if count is None:
+            names = ", ".join(s.value for s in JobStatus)
+            raise ValueError(f"status must be a JobStatus or one of {names}, got {status!r}")
+        return count
 
     def snapshot(self) -> StatsSnapshot:
         """An immutable, consistent copy of every counter and latency summary."""

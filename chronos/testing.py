@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 import time
 
+from chronos._validate import check_count, check_number, check_real
+
 __all__ = ["FakeClock"]
 
 # How often a FakeClock waiter looks at its Event while no advance() happens (real seconds).
@@ -31,7 +33,18 @@ class FakeClock:
     """
 
     def __init__(self, start: float = 0.0, *, max_real_wait: float = 30.0) -> None:
-        self._now = float(start)
+        """Create a clock reading ``start``.
+
+        Args:
+            start: the first reading, a finite number.
+            max_real_wait: real seconds a :meth:`wait_until` may block before it raises
+                TimeoutError, > 0.
+
+        Raises:
+            TypeError, ValueError: for a bad argument, naming it.
+        """
+        self._now = check_real("start", start)
+        max_real_wait = check_number("max_real_wait", max_real_wait, minimum=0.0, inclusive=False)
         self._cond = threading.Condition()  # guards _now and _waiters; advance() notifies
         self._waiters = 0
         self._max_real_wait = max_real_wait
@@ -41,15 +54,24 @@ class FakeClock:
             return self._now
 
     def advance(self, seconds: float) -> None:
-        """Move time forward by ``seconds`` (>= 0) and wake the waiters it concerns."""
-        if seconds < 0:
-            raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+        """Move time forward by ``seconds`` (>= 0) and wake the waiters it concerns.
+
+        Raises:
+            TypeError, ValueError: ``seconds`` is not a finite number >= 0.
+        """
+        seconds = check_number("seconds", seconds, minimum=0.0, inclusive=True, finite=True)
         with self._cond:
             self._now += seconds
             self._cond.notify_all()
 
     def set(self, now: float) -> None:
-        """Jump to ``now`` (never backwards)."""
+        """Jump to ``now`` (never backwards).
+
+        Raises:
+            TypeError, ValueError: ``now`` is not a finite number, or is earlier than the
+                current reading.
+        """
+        now = check_real("now", now)
         with self._cond:
             if now < self._now:
                 raise ValueError("a monotonic clock cannot go back")
@@ -63,7 +85,17 @@ class FakeClock:
             return self._waiters
 
     def wait_for_waiters(self, count: int, timeout: float = 5.0) -> bool:
-        """Block (real time) until at least ``count`` threads wait on this clock."""
+        """Block (real time) until at least ``count`` threads wait on this clock.
+
+        Returns:
+            True once they do, False if ``timeout`` real seconds passed first.
+
+        Raises:
+            TypeError, ValueError: ``count`` is not an int >= 0, or ``timeout`` not a number
+                >= 0.
+        """
+        check_count("count", count, 0)
+        timeout = check_number("timeout", timeout, minimum=0.0, inclusive=True)
         end = time.monotonic() + timeout
         with self._cond:
             while self._waiters < count:

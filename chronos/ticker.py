@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 
-from chronos._validate import check_count, check_number
+from chronos._validate import check_count, check_number, check_real
 
 __all__ = ["TokenBucket"]
 
@@ -59,14 +59,14 @@ class TokenBucket:
             start: the clock reading at which the bucket starts, full.
 
         Raises:
-            TypeError, ValueError: for a bad ``rate`` or ``burst``.
+            TypeError, ValueError: for a bad ``rate``, ``burst`` or ``start``.
         """
         self.rate = check_number("rate", rate, minimum=0.0, inclusive=False)
         if math.isinf(self.rate):
             raise ValueError("rate must be finite; pass no rate at all for no rate limit")
         self.burst = check_count("burst", burst, 1)
         self._period = 1.0 / self.rate
-        self._start = float(start)
+        self._start = check_real("start", start)
         # The grid index of the next token's theoretical arrival time (GCRA): that time is
         # _start + _next * _period, and a grant is allowed from (burst - 1) periods before
         # it.  Counting in whole periods keeps the grid exact: no rounding accumulates.
@@ -95,7 +95,14 @@ class TokenBucket:
         Returns:
             0.0 if a token was taken; otherwise the seconds until one is available (no token
             is taken then).
+
+        Raises:
+            TypeError, ValueError: ``now`` is not a finite number.
         """
+        # One cheap test per call for the usual float reading: ``now - now`` is 0.0 unless
+        # ``now`` is NaN or infinite.
+        if type(now) is not float or now - now != 0.0:
+            now = check_real("now", now)
         ready_at = self.next_ready()
         if now < ready_at - _TOLERANCE:
             self._refused = True

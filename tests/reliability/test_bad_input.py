@@ -64,98 +64,10 @@ INF = math.inf
 #: Finite, but beyond what ``threading`` can wait for (``threading.TIMEOUT_MAX``, about
 #: 9.2e9 s on Linux): 317 years.
 HUGE = 1e10
-NOT_ITERABLE = "'int' object is not iterable"
-CLOCK_ONLY_SIGN = "FakeClock checks nothing but the sign in advance() (testing.py)"
-COUNTER = "AtomicCounter checks none of its arguments (stats.py:41, stats.py:46)"
-NEXT_DELAY = "next_delay() checks none of its arguments (retry.py:138)"
-REPORT = "summarize() checks none of its arguments (report.py:288)"
-JOIN = "passed on to Thread.join, whose message does not name it"
-SIGNALS = "not checked until __enter__ (shutdown.py:72), which then says"
 
-#: Every case chronos fails today, by "<matrix>: <case id>", and how it fails.
-DEFECTS: dict[str, str] = {
-    "WorkerPool: initargs=5": f'not checked: tuple(5) says "{NOT_ITERABLE}" (pool.py:125)',
-    "WorkerPool: initargs=None": "not checked: tuple(None) fails, without the name",
-    "WorkerPool: interrupt_on_timeout='no'": "taken for its truth: 'no' means yes (pool.py:120)",
-    "WorkerPool: exit_grace=inf": "accepted, though exit must be bounded; at exit "
-    "Event.wait(inf) raises OverflowError, logged as an internal error (pool.py:121, :426)",
-    "WorkerPool: clock=3": "not checked: AttributeError \"'int' object has no attribute "
-    "'now'\" (pool.py:122-123)",
-    "WorkerPool: clock=FakeClock": "not checked: the class, not an instance, fails at the first "
-    "submit() with 'missing 1 required positional argument: self' (pool.py:122-123)",
-    "WorkerPool: logger=3": "not checked: the first log call raises AttributeError on a "
-    "worker thread, which dies and leaves its job RUNNING for ever (pool.py:129)",
-    "WorkerPool.method: map(abs,3)": f'Executor.map\'s zip() says "{NOT_ITERABLE}"',
-    "WorkerPool.method: map(timeout='1')": "Executor.map adds it to the clock: 'can only "
-    'concatenate str (not "float") to str\'',
-    "WorkerPool.method: map(timeout=nan)": "accepted by Executor.map: every result() then "
-    "times out at once",
-    "Job: kwargs={1:2}": "keys are not checked: the job fails when it runs, 'keywords must be "
-    "strings' (job.py:227)",
-    "RetryPolicy: backoff=inf": "accepted: every retry waits for ever, the job stays "
-    "waiting_to_retry and shutdown() without a grace never returns (retry.py:84)",
-    "RetryPolicy: jitter='no'": "taken for its truth: 'no' means jitter (retry.py:71)",
-    "RetryPolicy.next_delay: attempt_number='1'": f"{NEXT_DELAY}: tenacity fails on str - int",
-    "RetryPolicy.next_delay: attempt_number=0": f"{NEXT_DELAY}: attempt 0 gets a delay",
-    "RetryPolicy.next_delay: error='boom'": f"{NEXT_DELAY}: a str is quietly not retried",
-    "RetryPolicy.next_delay: elapsed='x'": f"{NEXT_DELAY}: tenacity fails on str - float",
-    "RetryPolicy.next_delay: elapsed=nan": f"{NEXT_DELAY}: NaN quietly disables the deadline",
-    "Dispatcher: clock=3": "not checked: AttributeError 'now' (dispatcher.py:86-87)",
-    "Dispatcher: name=3": "not checked: Dispatcher.name is then 3 (dispatcher.py:95)",
-    "Dispatcher.method: dispatch(3)": f'iter() says "{NOT_ITERABLE}" (dispatcher.py:182)',
-    "Dispatcher.method: dispatch(None)": "iter() says 'NoneType' object is not iterable",
-    "Dispatcher.method: join('1')": f"{JOIN}; before start() it is not even looked at "
-    "(dispatcher.py:196)",
-    "Dispatcher.method: join(nan)": JOIN,
-    "Dispatcher.method: stop('1')": f"{JOIN}, after it stopped the dispatcher (dispatcher.py:218)",
-    "Dispatcher.method: stop(nan)": f"{JOIN}, after it stopped the dispatcher (dispatcher.py:218)",
-    "GracefulShutdown: signals=3": f'tuple(3) says "{NOT_ITERABLE}" (shutdown.py:72)',
-    "GracefulShutdown: signals=[999]": f"{SIGNALS} 'signal number out of range'",
-    "GracefulShutdown: signals=['SIGINT']": f"{SIGNALS} \"'str' object cannot be interpreted "
-    'as an integer"',
-    "GracefulShutdown: signals=[<Signals.SIGKILL: 9>]": f"{SIGNALS} OSError 'Invalid argument'",
-    "block: TokenBucket(start='x')": "float('x') fails, without the name (ticker.py:69)",
-    "block: TokenBucket(start=None)": "float(None) fails, without the name (ticker.py:69)",
-    "block: TokenBucket(start=nan)": "accepted: every try_acquire() then grants: no rate limit",
-    "block: try_acquire('x')": "not checked: \"'<' not supported between 'str' and 'float'\"",
-    "block: try_acquire(nan)": "accepted: a NaN reading is granted a token, again and again",
-    "block: FakeClock('x')": f"{CLOCK_ONLY_SIGN}: float('x') fails, without the name",
-    "block: FakeClock(None)": f"{CLOCK_ONLY_SIGN}: float(None) fails, without the name",
-    "block: FakeClock(nan)": f"{CLOCK_ONLY_SIGN}: it reads NaN for ever",
-    "block: FakeClock(max_real_wait=-1)": f"{CLOCK_ONLY_SIGN}: every wait fails at once",
-    "block: FakeClock(max_real_wait='x')": f"{CLOCK_ONLY_SIGN}: the first wait fails",
-    "block: FakeClock.advance('1')": f"{CLOCK_ONLY_SIGN}: '<' not supported, without the name",
-    "block: FakeClock.advance(None)": f"{CLOCK_ONLY_SIGN}: '<' not supported, without the name",
-    "block: FakeClock.advance(nan)": f"{CLOCK_ONLY_SIGN}: it then reads NaN for ever",
-    "block: FakeClock.set(nan)": f"{CLOCK_ONLY_SIGN}: it then reads NaN for ever",
-    "block: FakeClock.set('x')": f"{CLOCK_ONLY_SIGN}: '<' not supported, without the name",
-    "block: FakeClock.wait_for_waiters('1')": f"{CLOCK_ONLY_SIGN}: '<' not supported",
-    "block: FakeClock.wait_for_waiters(timeout='x')": f"{CLOCK_ONLY_SIGN}: float + str",
-    "block: AtomicCounter('x')": f"{COUNTER}: a str counter, failing at its first increment",
-    "block: AtomicCounter(1.5)": f"{COUNTER}: a float counter",
-    "block: AtomicCounter.increment('x')": f"{COUNTER}: unsupported operand type(s) for +=",
-    "block: AtomicCounter.increment(1.5)": f"{COUNTER}: the int counter becomes a float",
-    "block: AtomicCounter.decrement('x')": f"{COUNTER}: bad operand type for unary -",
-    "block: Stats.count('bogus')": "a bare KeyError: 'bogus' (stats.py:189)",
-    "block: Stats.count(3)": "a bare KeyError: 3 (stats.py:189)",
-    "report: summarize('pool')": f"{REPORT}: AttributeError 'stats'",
-    "report: summarize(jobs=[3])": f"{REPORT}: AttributeError 'status'",
-    "report: summarize(jobs=3)": f'{REPORT}: "{NOT_ITERABLE}"',
-    "report: summarize(wall_time='1')": f"{REPORT}: then format() fails, 'Unknown format code'",
-    "report: summarize(wall_time=-1)": f"{REPORT}: a run that took -1 s",
-    "report: summarize(wall_time=nan)": f"{REPORT}: a run that took NaN s",
-    "report: summarize(dispatcher='d')": f"{REPORT}: AttributeError 'bucket'",
-    "report: summarize(meter='m')": f"{REPORT}: AttributeError 'rate'",
-    "report: RunReport.format(max_listed=-1)": "not checked: -1 lists none of one job, then "
-    "'... and 2 more' (report.py:223)",
-    "report: RunReport.format(max_listed='x')": "not checked: 'slice indices must be "
-    "integers' (report.py:223)",
-    "report: DispatchMeter(clock=3)": "not checked: the first job.dispatched event raises "
-    "AttributeError 'now' inside the application's structlog chain (report.py:43)",
-    "JobContext: wait('1')": "not checked: 'unsupported operand type(s) for +' (context.py:99)",
-    "JobContext: wait(nan)": "returns False at once, as if it had waited (context.py:99)",
-    "JobContext: JobContext(3,4,5)": "checks none of its arguments (context.py:36)",
-}
+#: Every case chronos fails today, by "<matrix>: <case id>", and how it fails: such a case is
+#: marked xfail(strict=True).  Empty: the ~75 this suite found are fixed (see the git log).
+DEFECTS: dict[str, str] = {}
 _used: set[str] = set()
 
 
@@ -960,12 +872,6 @@ def test_repeated_lifecycle_calls_are_harmless(env: Env) -> None:
     assert env.pool.threads() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a second __enter__ is not refused: it starts a second watcher thread and "
-    "pipe, leaks the first ones (that watcher blocks in os.read for ever) and records its own "
-    "handler as the 'previous' one, so __exit__ leaves it installed (shutdown.py:93)",
-)
 def test_graceful_shutdown_refuses_a_second_enter(pool: WorkerPool) -> None:
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     guard = GracefulShutdown(pool)
