@@ -29,9 +29,12 @@ event                     level     when
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 import structlog
 
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
     from chronos.job import Attempt, Job
 
 __all__ = ["JobEvents", "default_logger"]
+
+P = ParamSpec("P")
 
 
 def default_logger() -> Any:
@@ -51,6 +56,27 @@ def default_logger() -> Any:
     )
 
 
+def _never_raises(emit: Callable[P, None]) -> Callable[P, None]:
+    """Make a JobEvents method swallow what the logger raises.
+
+    Events are emitted by chronos's own threads in the middle of a job's accounting (after
+    its state changed, before its Future is resolved): a logger that raises there (a broken
+    processor, a closed or full stream) would leave the job without its outcome or kill the
+    thread.  Like ``logging.Handler.handleError``, the failure is reported on stderr, once
+    per failing call, and chronos goes on.
+    """
+
+    @functools.wraps(emit)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            emit(*args, **kwargs)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                print(f"chronos: logging {emit.__name__} failed: {exc!r}", file=sys.stderr)
+
+    return guarded
+
+
 def _enabled(logger: Any, level: int) -> bool:
     is_enabled_for = getattr(logger, "is_enabled_for", None)
     return True if is_enabled_for is None else bool(is_enabled_for(level))
@@ -61,7 +87,8 @@ class JobEvents:
 
     Thread-safety: stateless after construction; called from every chronos thread.  The
     per-job events of the hot path (started, succeeded, dispatched) are skipped for the
-    price of one attribute test when their level is off.
+    price of one attribute test when their level is off.  No method ever raises: what the
+    logger raises is reported on stderr (see :func:`_never_raises`).
     """
 
     __slots__ = ("_debug_on", "_info_on", "log")
@@ -81,6 +108,7 @@ class JobEvents:
             "worker": attempt.worker if attempt is not None else None,
         }
 
+    @_never_raises
     def dispatched(self, job: Job[Any], dispatcher: str) -> None:
         if self._debug_on:
             self.log.debug(
@@ -92,14 +120,17 @@ class JobEvents:
                 dispatcher=dispatcher,
             )
 
+    @_never_raises
     def started(self, job: Job[Any], attempt: Attempt) -> None:
         if self._debug_on:
             self.log.debug("job.started", **self._fields(job, attempt))
 
+    @_never_raises
     def succeeded(self, job: Job[Any], attempt: Attempt) -> None:
         if self._info_on:
             self.log.info("job.succeeded", duration=attempt.duration, **self._fields(job, attempt))
 
+    @_never_raises
     def failed(
         self, job: Job[Any], attempt: Attempt, error: BaseException, will_retry: bool
     ) -> None:
@@ -111,17 +142,20 @@ class JobEvents:
             **self._fields(job, attempt),
         )
 
+    @_never_raises
     def timed_out(self, job: Job[Any], attempt: Attempt, timeout: float, will_retry: bool) -> None:
         self.log.warning(
             "job.timed_out", timeout=timeout, will_retry=will_retry, **self._fields(job, attempt)
         )
 
+    @_never_raises
     def retry_scheduled(self, job: Job[Any], attempt: Attempt, delay: float) -> None:
         if self._info_on:
             self.log.info(
                 "job.retry_scheduled", delay=round(delay, 6), **self._fields(job, attempt)
             )
 
+    @_never_raises
     def gave_up(self, job: Job[Any], attempt: Attempt, error: BaseException) -> None:
         self.log.error(
             "job.gave_up",
@@ -131,14 +165,17 @@ class JobEvents:
             **self._fields(job, attempt),
         )
 
+    @_never_raises
     def cancelled(self, job: Job[Any], reason: str) -> None:
         if self._info_on:
             self.log.info("job.cancelled", reason=reason, **self._fields(job, None))
 
+    @_never_raises
     def late_result(self, job: Job[Any], attempt: Attempt) -> None:
         if self._debug_on:
             self.log.debug("job.late_result", **self._fields(job, attempt))
 
+    @_never_raises
     def thread_abandoned(
         self, job: Job[Any], attempt: Attempt, abandoned: int, replaced: bool
     ) -> None:
@@ -149,9 +186,11 @@ class JobEvents:
             **self._fields(job, attempt),
         )
 
+    @_never_raises
     def pool(self, event: str, **fields: Any) -> None:
         if self._info_on:
             self.log.info(event, **fields)
 
+    @_never_raises
     def internal_error(self, where: str, error: BaseException) -> None:
         self.log.error("chronos.internal_error", where=where, error=repr(error), exc_info=error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import structlog
 from structlog.testing import capture_logs
 
@@ -74,3 +75,39 @@ def test_unconfigured_structlog_gets_only_warnings(capsys: object) -> None:
     assert "job.started" not in captured.err and "job.succeeded" not in captured.err
     assert "job.failed" in captured.err and "visible" in captured.err
     assert captured.out == ""
+
+
+class BrokenLogger:
+    """A logger whose every call raises, as a broken processor or a closed stream would."""
+
+    def is_enabled_for(self, level: int) -> bool:
+        return True
+
+    def _fail(self, event: str, **fields: object) -> None:
+        raise OSError(f"cannot log {event}")
+
+    debug = info = warning = error = _fail
+
+
+@pytest.mark.timeout(30)
+def test_a_logger_that_raises_loses_no_job(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every event is emitted in the middle of a job's accounting: a logger that raises must
+    not leave a Future unresolved nor kill a thread; the failures are reported on stderr."""
+    clock = FakeClock()
+    policy = RetryPolicy(max_attempts=2, backoff=1.0, jitter=False)
+    with WorkerPool(2, logger=BrokenLogger(), clock=clock) as pool:
+        dispatcher = Dispatcher(pool).start()
+        ok = [pool.submit(abs, -n) for n in range(20)] + [dispatcher.submit(abs, -1)]
+        failing = pool.submit_job(Job(int, ("x",), retry=policy))
+        assert [f.result(timeout=5) for f in ok] == [*range(20), 1]
+        assert clock.wait_for_waiters(1)  # the retry waits on the timer
+        clock.advance(1.0)
+        assert isinstance(failing.exception(timeout=5), ValueError)
+        assert len(failing.job.attempts) == 2
+        dispatcher.close()
+        assert dispatcher.join(timeout=5)
+    snapshot = pool.stats.snapshot()
+    assert (snapshot.succeeded, snapshot.failed, snapshot.in_flight) == (21, 1, 0)
+    err = capsys.readouterr().err
+    assert "chronos: logging succeeded failed: OSError('cannot log job.succeeded')" in err
+    assert "chronos: logging gave_up failed" in err
