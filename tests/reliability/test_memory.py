@@ -5,8 +5,9 @@ live registry, the queue, a worker, the timer heap during a retry backoff, a Dis
 intake); its stats keep counters and two sliding windows of :data:`chronos.stats.SAMPLE_WINDOW`
 samples; what a shutdown or a stop cancelled stays listed (``unfinished_jobs()``,
 ``leftover_jobs()``) for as long as the pool or dispatcher lives.  A finished job lives on
-only through its Future, for as long as the caller keeps it (and, today, as the last job an
-idle dispatcher or timer thread handled: the defects at the end).  Job and JobFuture refer to each
+only through its Future, for as long as the caller keeps it (an idle dispatcher or timer
+thread once held the last job it handled: the tests at the end pin that down).  Job and
+JobFuture refer to each
 other, so a finished job is freed by the cyclic garbage collector, not by reference counting:
 the tests count live jobs after ``gc.collect()``.
 
