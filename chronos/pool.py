@@ -428,7 +428,13 @@ class WorkerPool(Executor):
                 self.stats.abandoned_threads.decrement()
             # While a draining shutdown waits for queued jobs the thread is still needed:
             # only once shutdown stops the threads (every job terminal) is it sent away.
-            if slot.interrupted or self._stopping or len(self._active) >= self._max_workers:
+            if self._stopping or len(self._active) >= self._max_workers:
+                return False
+            if slot.interrupted:
+                # The interrupt meant for its job may still land in this thread: it leaves,
+                # and a fresh thread takes its place (the pool is short of one, and may have
+                # no worker left at all when max_abandoned_threads gave it no replacement).
+                self._spawn()
                 return False
             slot.abandoned = False
             self._active.add(slot)

@@ -152,3 +152,27 @@ def test_a_timeout_during_a_draining_shutdown_leaves_a_worker_for_the_queued_job
         gate.open()
         pool.shutdown(cancel_futures=True, grace=0)  # ends a shutdown stuck waiting
         stopper.join(5)
+
+
+@pytest.mark.timeout(15)
+def test_an_interrupted_thread_that_leaves_is_replaced(clock: FakeClock, gate: Gate) -> None:
+    """Found by the soak (seed 930): with ``interrupt_on_timeout`` a thread abandoned by a
+    timeout does not rejoin when it returns (the interrupt may still land in it), and with
+    ``max_abandoned_threads=0`` it got no replacement either, so the pool lost a worker for
+    good at each such timeout, until queued jobs waited for ever.  The leaving thread must
+    hand its place to a fresh one."""
+    pool = WorkerPool(
+        max_workers=1, max_abandoned_threads=0, interrupt_on_timeout=True, timeout=1.0, clock=clock
+    )
+    try:
+        hung = pool.submit(gate.wait)
+        assert gate.entered(1)
+        queued = pool.submit(abs, -1)
+        clock.advance(1.0)
+        assert isinstance(hung.exception(timeout=5), JobTimeoutError)
+        gate.open()  # the hung thread returns; the interrupt lands; it leaves
+        assert queued.result(timeout=5) == 1, f"no worker left for the queued job: {pool!r}"
+        assert pool.stats.abandoned_threads.value == 0
+    finally:
+        gate.open()
+        pool.shutdown()
