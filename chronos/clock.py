@@ -55,9 +55,7 @@ class SystemClock:
         timeout = deadline - time.monotonic()
         if timeout <= 0:
             return wakeup.is_set()
-        # Event.wait raises OverflowError beyond TIMEOUT_MAX (about 292 years): wait that
-        # long instead, a spurious wake-up every caller tolerates (and no one will see).
-        return wakeup.wait(timeout if timeout < _TIMEOUT_MAX else _TIMEOUT_MAX)
+        return wakeup.wait(join_timeout(timeout))  # beyond TIMEOUT_MAX: no limit
 
     def __repr__(self) -> str:
         return "SystemClock()"

@@ -24,9 +24,9 @@ from chronos.job import (
     Job,
     JobFuture,
     admit,
+    cancel_waiting,
     move,
     release_pending,
-    resolve_cancelled,
 )
 from chronos.pool import WorkerPool
 from chronos.status import JobStatus
@@ -305,9 +305,7 @@ class Dispatcher:
     def _cancel(
         self, job: Job[Any], expected: JobStatus | frozenset[JobStatus], reason: str
     ) -> None:
-        if move(job, expected, JobStatus.CANCELLED, self._clock.now()):
-            resolve_cancelled(job)
-            self._pool._events.cancelled(job, reason=reason)
+        if cancel_waiting(job, expected, self._clock.now(), reason):
             with self._lock:
                 self._leftovers.append(job)
 
@@ -328,10 +326,9 @@ class Dispatcher:
                 job = self._next_job()
                 if job is None:
                     break
-                if self._bucket is not None and not self._throttle():
-                    self._cancel(job, JobStatus.PENDING, "dispatcher.stop")
-                    break
-                if self._stop.is_set():  # stop() came while we pulled it from an iterable
+                # Stopped while it waited for its token, or while it was pulled from an
+                # iterable: it is cancelled, never dispatched.
+                if (self._bucket is not None and not self._throttle()) or self._stop.is_set():
                     self._cancel(job, JobStatus.PENDING, "dispatcher.stop")
                     break
                 self._push(job)

@@ -414,9 +414,7 @@ class JobFuture(Future[T]):
         if self._state is _FINISHED:  # Executor.map cancels every Future it has read
             return False
         job = self.job
-        if job._ledger is not None and move(job, WAITING_STATES, JobStatus.CANCELLED):
-            resolve_cancelled(job)
-            job._ledger.events.cancelled(job, reason="future.cancel")
+        if job._ledger is not None and cancel_waiting(job, WAITING_STATES, 0.0, "future.cancel"):
             return True
         return self.cancelled()
 
@@ -482,6 +480,22 @@ def resolve_cancelled(job: Job[Any]) -> None:
             waiter.add_cancelled(future)
         condition.notify_all()
     future._invoke_callbacks()
+
+
+def cancel_waiting(
+    job: Job[Any], expected: JobStatus | frozenset[JobStatus], now: float, reason: str
+) -> bool:
+    """Cancel a job that waits (in ``expected``): the move, its Future, its event.
+
+    Returns:
+        True if this call cancelled it; False if it was no longer in ``expected``.
+    """
+    if not move(job, expected, JobStatus.CANCELLED, now):
+        return False
+    resolve_cancelled(job)
+    assert job._ledger is not None  # move() succeeded: the job was admitted
+    job._ledger.events.cancelled(job, reason=reason)
+    return True
 
 
 # -- the transition function and its compare-and-set helpers -------------------------------

@@ -35,8 +35,16 @@ from chronos._validate import (
 )
 from chronos.clock import SYSTEM_CLOCK, Clock, join_timeout
 from chronos.events import JobEvents, default_logger
-from chronos.job import WAITING_STATES, Job, JobFuture, Ledger, admit, check_timeout, move
-from chronos.job import resolve_cancelled as _resolve_cancelled
+from chronos.job import (
+    WAITING_STATES,
+    Job,
+    JobFuture,
+    Ledger,
+    admit,
+    cancel_waiting,
+    check_timeout,
+    move,
+)
 from chronos.retry import RetryPolicy
 from chronos.stats import Stats
 from chronos.status import JobStatus
@@ -277,9 +285,7 @@ class WorkerPool(Executor):
         try:
             self._queue.put_job(job)
         except BaseException:
-            if move(job, JobStatus.QUEUED, JobStatus.CANCELLED, self._clock.now()):
-                _resolve_cancelled(job)
-                self._events.cancelled(job, reason="submit interrupted")
+            cancel_waiting(job, JobStatus.QUEUED, self._clock.now(), "submit interrupted")
             raise
 
     def shutdown(
@@ -488,9 +494,7 @@ class WorkerPool(Executor):
     def _cancel_waiting(self) -> None:
         now = self._clock.now()
         for job in self._ledger.live_jobs():
-            if move(job, WAITING_STATES, JobStatus.CANCELLED, now):
-                _resolve_cancelled(job)
-                self._events.cancelled(job, reason="shutdown")
+            if cancel_waiting(job, WAITING_STATES, now, "shutdown"):
                 self._record_unfinished(job)
         self._queue.wake_putters()
 

@@ -30,6 +30,12 @@ class Watched(Protocol):
     current: tuple[Any, Any] | None
 
 
+#: A delayed call that came due, ``(callback, args)``.
+_Call = tuple[Callable[..., None], tuple[Any, ...]]
+#: A watched slot and the attempt it published, past its deadline.
+_Expired = tuple[Watched, tuple[Any, Any]]
+
+
 class Timer:
     """Deadline watchdog and delay heap on one lazily started thread.
 
@@ -140,19 +146,10 @@ class Timer:
             self._next_wake = next_due
             clock.wait_until(self._wakeup, None if next_due == math.inf else next_due)
 
-    def _collect(
-        self, now: float
-    ) -> (
-        tuple[
-            list[tuple[Callable[..., None], tuple[Any, ...]]],
-            list[tuple[Watched, tuple[Any, Any]]],
-            float,
-        ]
-        | None
-    ):
+    def _collect(self, now: float) -> tuple[list[_Call], list[_Expired], float] | None:
         """The delayed calls due and the attempts past their deadline at ``now``, and when
         to look next; None once the timer is stopping."""
-        due: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        due: list[_Call] = []
         with self._lock:
             if self._stopping:
                 return None
@@ -162,7 +159,7 @@ class Timer:
                 due.append((callback, args))
             next_due = heap[0][0] if heap else math.inf
             slots = self._slots
-        expired: list[tuple[Watched, tuple[Any, Any]]] = []
+        expired: list[_Expired] = []
         for slot in slots:
             current = slot.current
             if current is None:
@@ -176,11 +173,7 @@ class Timer:
                 next_due = deadline
         return due, expired, next_due
 
-    def _fire(
-        self,
-        due: list[tuple[Callable[..., None], tuple[Any, ...]]],
-        expired: list[tuple[Watched, tuple[Any, Any]]],
-    ) -> None:
+    def _fire(self, due: list[_Call], expired: list[_Expired]) -> None:
         for slot, current in expired:
             try:
                 self._on_deadline(slot, current)
