@@ -111,77 +111,111 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    d = DemoConfig()
     demo = commands.add_parser(
         "demo",
-        help="run the bundled demo (the seed's scenario) and print a final report",
-        description="Dispatch jobs that work a random while and sometimes fail, with "
-        "timeouts and retries; show the lifecycle live; print a final report.  Ctrl+C "
-        "shuts down gracefully, a second Ctrl+C at once.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help=f"run the bundled demo: {d.jobs} simulated jobs with timeouts and retries",
+        description=f"Dispatch {d.jobs} simulated jobs, one every {d.interval:g} s, to "
+        f"{d.workers} worker threads.  Each attempt works {d.min_work:g}-{d.max_work:g} s, "
+        f"fails with probability {d.failure_rate:g} and times out after {d.timeout:g} s; "
+        f"a failed or timed-out attempt is retried with backoff, {d.max_attempts} attempts "
+        "in all.  Every step is logged, a progress line is drawn on a terminal, and a final "
+        "report is printed.  Every number is a flag below.  Ctrl+C shuts down gracefully, a "
+        "second Ctrl+C at once.",
     )
-    d = DemoConfig()
-    demo.add_argument("--jobs", type=_count(1), default=d.jobs, help="how many jobs")
-    demo.add_argument("--workers", type=_count(1), default=d.workers, help="worker threads")
+    demo.add_argument(
+        "--jobs",
+        type=_count(1),
+        default=d.jobs,
+        metavar="N",
+        help="how many jobs (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--workers",
+        type=_count(1),
+        default=d.workers,
+        metavar="N",
+        help="worker threads (default: %(default)s)",
+    )
     pace = demo.add_mutually_exclusive_group()
     pace.add_argument(
         "--interval",
         type=_positive,
         metavar="SECONDS",
-        help=f"seconds between two dispatches (default: {_DEFAULT_INTERVAL})",
+        help=f"seconds between two dispatches (default: {_DEFAULT_INTERVAL:g}, unless --rate "
+        "is given)",
     )
-    pace.add_argument("--rate", type=_positive, metavar="PER_SECOND", help="dispatches a second")
+    pace.add_argument(
+        "--rate",
+        type=_positive,
+        metavar="PER_SECOND",
+        help="dispatches a second, instead of --interval",
+    )
     demo.add_argument(
-        "--timeout", type=_positive, default=d.timeout, metavar="SECONDS", help="per attempt"
+        "--timeout",
+        type=_positive,
+        default=d.timeout,
+        metavar="SECONDS",
+        help="how long each attempt may run (default: %(default)s)",
     )
     demo.add_argument(
         "--failure-rate",
         type=_probability,
         default=d.failure_rate,
         metavar="P",
-        help="chance that an attempt fails",
+        help="chance that an attempt fails (default: %(default)s)",
     )
     demo.add_argument(
         "--min-work",
         type=_non_negative,
         default=d.min_work,
         metavar="SECONDS",
-        help="shortest work of an attempt",
+        help="shortest work of an attempt (default: %(default)s)",
     )
     demo.add_argument(
         "--max-work",
         type=_non_negative,
         default=d.max_work,
         metavar="SECONDS",
-        help="longest work of an attempt",
+        help="longest work of an attempt (default: %(default)s)",
     )
     demo.add_argument(
-        "--max-attempts", type=_count(1), default=d.max_attempts, help="attempts per job"
+        "--max-attempts",
+        type=_count(1),
+        default=d.max_attempts,
+        metavar="N",
+        help="attempts per job, the first one included (default: %(default)s)",
     )
     demo.add_argument(
         "--backoff",
         type=_non_negative,
         default=d.backoff,
         metavar="SECONDS",
-        help="base of the exponential backoff (full jitter) before a retry",
+        help="base of the exponential backoff (full jitter) before a retry (default: %(default)s)",
     )
     demo.add_argument(
         "--grace",
         type=_non_negative,
         default=d.grace,
         metavar="SECONDS",
-        help="how long running jobs may finish after Ctrl+C",
+        help="how long running jobs may finish after Ctrl+C (default: %(default)s)",
     )
     demo.add_argument(
         "--seed",
         type=_count(0),
         default=None,
-        help="seed of every random draw, for a reproducible run (default: a random one)",
+        metavar="N",
+        help="random seed of every draw: the same seed, the same outcomes (default: a "
+        "random one, printed at the end)",
     )
     demo.add_argument(
         "--json", action="store_true", help="log JSON lines; print the report as JSON"
     )
     demo.add_argument(
-        "--log-level", choices=list(_LEVELS), default="debug", help="lowest level shown"
+        "--log-level",
+        choices=list(_LEVELS),
+        default="debug",
+        help="lowest level shown (default: %(default)s)",
     )
     demo.add_argument(
         "--no-progress", action="store_true", help="no live progress line, even on a terminal"

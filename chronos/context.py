@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from chronos._validate import check_clock, check_optional_number
 from chronos.clock import Clock
 from chronos.errors import JobCancelledError, JobTimeoutError
-from chronos.job import Attempt, Job, cancel_event
+from chronos.job import Attempt, Job, cancel_event, timeout_message
 
 __all__ = ["JobContext", "current_job"]
 
@@ -101,7 +101,7 @@ class JobContext:
         """
         deadline = self.attempt.deadline
         if deadline is not None and self._clock.now() >= deadline:
-            raise JobTimeoutError(f"job #{self.job.id} attempt {self.attempt.number} timed out")
+            raise JobTimeoutError(timeout_message(self.job, self.attempt))
         if self.attempt._cancelled:
             raise JobCancelledError(
                 f"job #{self.job.id} attempt {self.attempt.number} was cancelled"

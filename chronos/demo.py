@@ -1,4 +1,4 @@
-"""The bundled demo: the seed's "Main Integration" scenario, run for real.
+"""The bundled demo: simulated jobs with timeouts and retries, run for real.
 
 Fifteen jobs with payloads are dispatched one every 300 ms to four worker threads; each
 job works a random 100-1000 ms and fails one time in five; each attempt may run for one
@@ -40,13 +40,10 @@ __all__ = [
     "process",
 ]
 
-#: How long a job whose attempt passed its deadline waits for the pool to end the attempt
-#: (the pool's timer does it within a millisecond or so) before it gives up waiting.
-
 
 @dataclass(frozen=True, kw_only=True)
 class DemoConfig:
-    """The parameters of one demo run; the defaults are the seed's scenario.
+    """The parameters of one demo run; the defaults are the scenario ``chronos demo`` runs.
 
     Args:
         jobs: how many jobs.

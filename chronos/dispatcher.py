@@ -7,6 +7,11 @@ full (backpressure).  Sources are served in this order: retries that came due, l
 :meth:`Dispatcher.submit` calls, then :meth:`Dispatcher.dispatch` iterables, one item at a
 time (an endless generator runs in bounded memory).  Every attempt of a job dispatched here,
 first or retry, passes the rate limit.
+
+Iterables are read on a thread of their own (the *reader*), a few items ahead of the
+dispatcher (at most :data:`READ_AHEAD`, and one when the pool's queue is full): a generator
+that blocks in ``next()`` (reading a live feed) holds up only itself, never live
+submissions, due retries, or a shutdown.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from chronos._validate import check_clock, check_optional_number
-from chronos.clock import Clock, join_timeout
+from chronos.clock import SYSTEM_CLOCK, Clock, join_timeout
 from chronos.job import (
     WAITING_STATES,
     Job,
@@ -37,6 +42,13 @@ __all__ = ["Dispatcher"]
 T = TypeVar("T")
 _numbers = itertools.count()
 _PENDING = JobStatus.PENDING
+#: Most items a dispatch() iterable is read ahead of the dispatcher (fewer when the pool's
+#: queue is nearly full): the reader hands them over in batches, so a thread switch is not
+#: paid per item.
+READ_AHEAD = 32
+#: Real seconds between two looks of an idle reader at its turn (it is woken at once when
+#: the dispatcher takes its item or stops; this only bounds the wait).
+_READER_POLL = 1.0
 
 
 def _as_job(item: object) -> Job[Any]:
@@ -102,6 +114,9 @@ class Dispatcher:
         self._retries: deque[Job[Any]] = deque()
         self._intake: deque[Job[Any]] = deque()
         self._sources: deque[Iterator[object]] = deque()
+        self._pulled: deque[Job[Any]] = deque()  # read from a source, admitted, at most one
+        self._reader: threading.Thread | None = None  # reads _sources while there are any
+        self._reader_waiting = False  # the reader waits for _reader_turn
         self._closed = False
         self._sleeping = False  # the thread found nothing to do and waits on _wakeup
         self._leftovers: list[Job[Any]] = []
@@ -109,14 +124,11 @@ class Dispatcher:
         # "Look again": new work (set only while the thread sleeps), close, stop, a retry
         # due, the last job finished.
         self._wakeup = threading.Event()
+        self._reader_turn = threading.Event()  # the dispatcher took the item read ahead
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._started = False
         self.dispatched = 0  # written by the dispatcher thread only
-        # Dispatcher thread only: it waited for work or for room in the pool since its last
-        # token (the ticks meanwhile were idle ones, dropped beyond the burst), as opposed to
-        # getting back late because it was starved of the GIL (those ticks are owed).
-        self._paused = True
         pool._dispatchers.add(self)  # from here the pool's shutdown closes us...
         if pool._ledger.closed:  # ...and one that came before makes us born closed
             self._closed = True
@@ -146,7 +158,10 @@ class Dispatcher:
             if self._started:
                 raise RuntimeError("a Dispatcher can be started once")
             self._started = True
+            if self._bucket is not None:
+                self._bucket.restart(self._clock.now())  # the schedule starts now
         self._thread.start()
+        self._ensure_reader()
         return self
 
     def submit(self, job: Job[T] | Callable[..., T], /, *args: Any, **kwargs: Any) -> JobFuture[T]:
@@ -176,9 +191,11 @@ class Dispatcher:
     def dispatch(self, jobs: Iterable[Job[Any] | Callable[[], object]]) -> None:
         """Queue an iterable of Jobs (or no-argument callables); it is consumed lazily.
 
-        The dispatcher thread pulls one item at a time when it is ready to dispatch it, so
-        a generator is never materialised.  If the iterable raises, the rest of it is
-        dropped; the error is logged and kept in :attr:`source_errors`.
+        The dispatcher's reader thread pulls the items a few at a time, as the dispatcher
+        takes them (at most ``READ_AHEAD`` ahead, one when the pool's queue is full), so a
+        generator is never materialised, and one that blocks holds up nothing else.  If the
+        iterable raises, the rest of it is dropped; the error is logged and kept in
+        :attr:`source_errors`.
 
         Raises:
             TypeError: ``jobs`` is not iterable.
@@ -192,6 +209,7 @@ class Dispatcher:
             if self._closed:
                 raise RuntimeError(f"cannot dispatch to a closed Dispatcher{self._why_closed()}")
             self._sources.append(iterator)
+        self._ensure_reader()
         self._wakeup.set()
 
     def close(self) -> None:
@@ -200,6 +218,7 @@ class Dispatcher:
         with self._lock:
             self._closed = True
         self._wakeup.set()
+        self._reader_turn.set()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread to exit.  Returns True if it has (or never started).
@@ -217,7 +236,9 @@ class Dispatcher:
         """Stop at once: dispatch nothing more, cancel the jobs not yet dispatched.
 
         Iterables are dropped unconsumed; jobs already in the pool run on.  A job of this
-        dispatcher that later comes due for a retry is cancelled instead.
+        dispatcher that later comes due for a retry is cancelled instead.  An item that an
+        iterable is still producing (its reader thread is inside ``next()``) is waited for
+        within ``timeout`` too, and cancelled.
 
         Returns:
             The jobs this dispatcher cancelled (see also :meth:`leftover_jobs`).
@@ -231,9 +252,15 @@ class Dispatcher:
             self._closed = True
         self._stop.set()
         self._wakeup.set()
+        self._reader_turn.set()
         self._pool._queue.wake_putters()
-        if self._started and self._thread is not threading.current_thread():
-            self._thread.join(join_timeout(timeout))
+        end = None if timeout is None else SYSTEM_CLOCK.now() + timeout  # real time: a join
+        with self._lock:
+            reader = self._reader
+        for thread in (self._thread if self._started else None, reader):
+            if thread is not None and thread is not threading.current_thread():
+                left = None if end is None else max(0.0, end - SYSTEM_CLOCK.now())
+                thread.join(join_timeout(left))
         self._drain_on_stop()
         return self.leftover_jobs()
 
@@ -289,10 +316,16 @@ class Dispatcher:
     # -- called by the pool ----------------------------------------------------------------------
 
     def _pool_closed(self) -> None:
+        """The pool shut down: nothing more is admitted.  A dispatcher that was never
+        started cancels the jobs it holds (nobody else would end them)."""
         with self._lock:
             self._closed = True
             self._sources.clear()
+            started = self._started
         self._wakeup.set()
+        self._reader_turn.set()
+        if not started:
+            self._drain_on_stop("pool.shutdown")
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -309,14 +342,15 @@ class Dispatcher:
             with self._lock:
                 self._leftovers.append(job)
 
-    def _drain_on_stop(self) -> None:
+    def _drain_on_stop(self, reason: str = "dispatcher.stop") -> None:
         with self._lock:
-            held = [*self._retries, *self._intake]
+            held = [*self._retries, *self._intake, *self._pulled]
             self._retries.clear()
             self._intake.clear()
+            self._pulled.clear()
             self._sources.clear()
         for job in held:
-            self._cancel(job, WAITING_STATES, "dispatcher.stop")
+            self._cancel(job, WAITING_STATES, reason)
 
     def _run(self) -> None:
         events = self._pool._events
@@ -348,57 +382,96 @@ class Dispatcher:
         while True:
             if self._stop.is_set():
                 return None
-            source = None
             with self._lock:
                 self._sleeping = False
-                queue = self._retries or self._intake
+                queue = self._retries or self._intake or self._pulled
                 job = queue.popleft() if queue else None
+                if queue is self._pulled and self._reader_waiting:
+                    self._reader_waiting = False
+                    self._reader_turn.set()  # the reader may read ahead again
                 if job is None:
-                    source = self._sources[0] if self._sources else None
-                    if source is None:
-                        if self._closed and not self._outstanding:
-                            return None
-                        # Nothing to do: sleep.  Cleared under the lock that every hand-over
-                        # takes, and after it every waker sets the Event, so none is lost;
-                        # stop() sets _stop before the Event, hence the second look.
-                        self._wakeup.clear()
-                        if self._stop.is_set():
-                            return None
-                        self._sleeping = True
-                        self._paused = True
+                    if self._closed and not self._outstanding and not self._sources:
+                        return None
+                    # Nothing to do: sleep.  Cleared under the lock that every hand-over
+                    # takes, and after it every waker sets the Event, so none is lost;
+                    # stop() sets _stop before the Event, hence the second look.
+                    self._wakeup.clear()
+                    if self._stop.is_set():
+                        return None
+                    self._sleeping = True
             if job is not None:
                 if job._status is _PENDING:
                     return job
                 continue  # cancelled while it waited here
-            if source is not None:
-                job = self._pull(source)
-                if job is not None:
-                    return job
-                continue
             self._clock.wait_until(self._wakeup, None)
 
-    def _pull(self, source: Iterator[object]) -> Job[Any] | None:
+    # -- the reader: pulls from the iterables given to dispatch(), on its own thread ---------
+
+    def _ensure_reader(self) -> None:
+        """Start the reader if there is something to read and no reader yet."""
+        with self._lock:
+            if self._reader is not None or not self._sources or not self._started:
+                return
+            if self._stop.is_set():
+                return
+            reader = self._reader = threading.Thread(
+                target=self._read_sources, name=f"{self._name}_reader", daemon=True
+            )
+        reader.start()
+
+    def _read_sources(self) -> None:
+        """Pull items from the sources, in order, while the dispatcher keeps up.  Runs the
+        iterables' code (and so may block in it for as long as they do)."""
+        while True:
+            with self._lock:
+                if self._stop.is_set() or not self._sources:
+                    self._reader = None  # under the lock: dispatch() starts a new one
+                    return
+                source = self._sources[0]
+                ready = len(self._pulled) < self._read_ahead()
+                if not ready:
+                    self._reader_waiting = True
+                    self._reader_turn.clear()
+            if not ready:  # far enough ahead: wait until the dispatcher takes an item
+                self._reader_turn.wait(_READER_POLL)
+                continue
+            self._pull(source)
+
+    def _read_ahead(self) -> int:
+        """How many items the reader may hold ahead of the dispatcher: up to
+        :data:`READ_AHEAD`, no more than the pool's queue has room for, and at least one (so
+        a full queue still lets exactly one item wait, as backpressure)."""
+        queue = self._pool._queue
+        return max(1, min(READ_AHEAD, queue.bound - queue.qsize()))
+
+    def _pull(self, source: Iterator[object]) -> None:
         try:
             item = next(source)
             job = _as_job(item)
         except StopIteration:
             self._drop_source(source, None)
-            return None
+            return
         except Exception as exc:
             self._drop_source(source, exc)
-            return None
+            return
         with self._lock:
             try:
                 self._admit(job)
             except RuntimeError:  # the pool shut down: pulled, but never submitted
                 self._leftovers.append(job)
                 self._sources.clear()
-                return None
+                return
             except ValueError as exc:  # a Job yielded twice
                 self._source_errors.append(exc)
                 self._pool._events.internal_error(f"{self._name}.source", exc)
-                return None
-        return job
+                return
+            stopped = self._stop.is_set()
+            if not stopped:
+                self._pulled.append(job)
+        if stopped:  # pulled as we stopped: cancelled, as stop() does to what it holds
+            self._cancel(job, WAITING_STATES, "dispatcher.stop")
+            return
+        self._wakeup.set()
 
     def _drop_source(self, source: Iterator[object], error: BaseException | None) -> None:
         with self._lock:
@@ -406,6 +479,7 @@ class Dispatcher:
                 self._sources.popleft()
             if error is not None:
                 self._source_errors.append(error)
+        self._wakeup.set()  # the dispatcher may be waiting for this source to end
         if error is not None:
             self._pool._events.internal_error(f"{self._name}.source", error)
 
@@ -413,9 +487,7 @@ class Dispatcher:
         """Wait for a token of the rate limit; False if stopped meanwhile."""
         bucket = self._bucket
         assert bucket is not None
-        backlogged = not self._paused
-        self._paused = False
-        while bucket.try_acquire(self._clock.now(), backlogged=backlogged) > 0.0:
+        while bucket.try_acquire(self._clock.now()) > 0.0:
             if self._clock.wait_until(self._stop, bucket.grant_time()):
                 return False
         return True
@@ -432,7 +504,6 @@ class Dispatcher:
         if queue.items.qsize() < queue.bound:
             queue.items.put(job)
         else:
-            self._paused = True  # waits for room: ticks meanwhile are idle ones
             if not queue.put_job(job, self._stop):
                 # Stopped while the queue was full, or the job was cancelled meanwhile.
                 self._cancel(job, JobStatus.QUEUED, "dispatcher.stop")

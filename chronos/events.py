@@ -4,27 +4,51 @@ chronos never configures structlog.  A pool binds its logger once, when it is cr
 
 - if the application configured structlog (``structlog.is_configured()``), chronos logs
   through ``structlog.get_logger("chronos")`` with the application's processors and level;
-- otherwise chronos logs only warnings and errors, to stderr, with structlog's default
-  processors, so an application that never heard of structlog is not flooded with one line
-  per job.  Configure structlog (before creating the pool) to see every event.
+- otherwise chronos logs to stderr, with structlog's default processors, what needs a human:
+  a job that gave up (ERROR, with the traceback of its last error) and a thread left behind
+  in a hung attempt (WARNING).  The level is the stdlib ``logging.getLogger("chronos")``'s
+  if it was set (``logging.getLogger("chronos").setLevel(logging.ERROR)`` quiets the
+  warnings, ``logging.CRITICAL`` everything), WARNING otherwise.
+- ``WorkerPool(logger=...)`` takes any structlog logger instead, e.g.
+  ``structlog.make_filtering_bound_logger(logging.ERROR)`` wrapped around your own.
 
-Every event is one call with ``job_id``, ``job_name``, ``attempt`` and ``worker`` bound:
+Configure structlog (or the level) *before* creating a pool: a pool made earlier keeps the
+logger it bound, so it goes on printing warnings and errors only.
 
-========================  ========  =====================================================
-event                     level     when
-========================  ========  =====================================================
-``job.dispatched``        debug     a Dispatcher moved the job into the pool's queue
-``job.started``           debug     an attempt started on a worker
-``job.succeeded``         info      an attempt returned
-``job.failed``            warning   an attempt raised (``will_retry`` says what follows)
-``job.timed_out``         warning   an attempt passed its deadline
-``job.retry_scheduled``   info      the job waits ``delay`` seconds before its next attempt
-``job.gave_up``           error     the job failed or timed out for good
-``job.cancelled``         info      the job was cancelled (``reason`` says by what)
-``job.late_result``       debug     an abandoned attempt finished; its outcome was dropped
-``pool.thread_abandoned`` warning   a worker thread was left behind in a hung attempt
-``pool.shutdown``         info      shutdown started / finished
-========================  ========  =====================================================
+Every job event is one call with ``job_id``, ``job_name`` (the callable's qualified name,
+never a ``repr`` of it or of its arguments), ``attempt`` and ``worker`` bound; the other
+fields are listed below.  Routine steps of a job's life are DEBUG or INFO; what a user must
+act on (a job that gave up, a stuck thread) is WARNING or above.  Nothing is rendered for a
+level that nobody listens to.
+
+===========================  ========  ==========================================================
+event                        level     when, and its own fields
+===========================  ========  ==========================================================
+``job.dispatched``           debug     a Dispatcher moved the job into the pool's queue
+                                       (``dispatcher``)
+``job.started``              debug     an attempt started on a worker
+``job.succeeded``            info      an attempt returned in time (``duration``)
+``job.failed``               info      an attempt raised (``error``: its repr, ``will_retry``,
+                                       ``duration``)
+``job.timed_out``            info      an attempt passed its deadline (``timeout``,
+                                       ``will_retry``)
+``job.retry_scheduled``      info      the job waits ``delay`` seconds before its next attempt
+``job.gave_up``              error     the job failed or timed out for good (``error``,
+                                       ``attempts``, ``status``; the traceback as ``exc_info``)
+``job.cancelled``            info      the job was cancelled (``reason``)
+``job.late_result``          debug     an attempt someone else ended came back; its outcome
+                                       was dropped
+``pool.thread_abandoned``    warning   a worker thread was left behind in a hung attempt
+                                       (``abandoned_threads``, ``replaced``, ``reason``:
+                                       ``timeout``; INFO for ``shutdown``, which cancelled
+                                       it on purpose)
+``pool.shutdown``            info      shutdown started / finished (``pool``, ``phase``; the
+                                       final counters when finished)
+``dispatcher.started``       info      a Dispatcher's thread started (``dispatcher``, ``pool``)
+``dispatcher.stopped``       info      it exited (``dispatcher``, ``dispatched``)
+``chronos.internal_error``   error     a bug in chronos, or an iterable given to dispatch()
+                                       that raised (``where``, ``error``, ``exc_info``)
+===========================  ========  ==========================================================
 """
 
 from __future__ import annotations
@@ -50,9 +74,10 @@ def default_logger() -> Any:
     """The logger a pool uses when none is given (see the module docstring)."""
     if structlog.is_configured():
         return structlog.get_logger("chronos").bind()
+    level = logging.getLogger("chronos").level or logging.WARNING
     return structlog.wrap_logger(
         structlog.PrintLogger(sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
     )
 
 
@@ -75,6 +100,14 @@ def _never_raises(emit: Callable[P, None]) -> Callable[P, None]:
                 print(f"chronos: logging {emit.__name__} failed: {exc!r}", file=sys.stderr)
 
     return guarded
+
+
+def _safe_repr(error: BaseException) -> str:
+    """``repr(error)``, or a stand-in if the exception's own ``__repr__`` raises."""
+    try:
+        return repr(error)
+    except Exception:
+        return f"<{type(error).__qualname__} (repr failed)>"
 
 
 def _enabled(logger: Any, level: int) -> bool:
@@ -134,19 +167,24 @@ class JobEvents:
     def failed(
         self, job: Job[Any], attempt: Attempt, error: BaseException, will_retry: bool
     ) -> None:
-        self.log.warning(
-            "job.failed",
-            error=repr(error),
-            will_retry=will_retry,
-            duration=attempt.duration,
-            **self._fields(job, attempt),
-        )
+        if self._info_on:
+            self.log.info(
+                "job.failed",
+                error=_safe_repr(error),
+                will_retry=will_retry,
+                duration=attempt.duration,
+                **self._fields(job, attempt),
+            )
 
     @_never_raises
     def timed_out(self, job: Job[Any], attempt: Attempt, timeout: float, will_retry: bool) -> None:
-        self.log.warning(
-            "job.timed_out", timeout=timeout, will_retry=will_retry, **self._fields(job, attempt)
-        )
+        if self._info_on:
+            self.log.info(
+                "job.timed_out",
+                timeout=timeout,
+                will_retry=will_retry,
+                **self._fields(job, attempt),
+            )
 
     @_never_raises
     def retry_scheduled(self, job: Job[Any], attempt: Attempt, delay: float) -> None:
@@ -159,9 +197,10 @@ class JobEvents:
     def gave_up(self, job: Job[Any], attempt: Attempt, error: BaseException) -> None:
         self.log.error(
             "job.gave_up",
-            error=repr(error),
+            error=_safe_repr(error),
             attempts=len(job.attempts),
             status=job.status.value,
+            exc_info=error,
             **self._fields(job, attempt),
         )
 
@@ -177,14 +216,32 @@ class JobEvents:
 
     @_never_raises
     def thread_abandoned(
-        self, job: Job[Any], attempt: Attempt, abandoned: int, replaced: bool
+        self,
+        job: Job[Any],
+        attempt: Attempt,
+        abandoned: int,
+        replaced: bool,
+        reason: str = "timeout",
     ) -> None:
-        self.log.warning(
-            "pool.thread_abandoned",
-            abandoned_threads=abandoned,
-            replaced=replaced,
-            **self._fields(job, attempt),
-        )
+        """A thread left in a hung attempt: a WARNING when a timeout left it (a job that
+        hangs is worth a look), INFO when a shutdown that cancels running jobs did."""
+        fields = self._fields(job, attempt)
+        if reason == "timeout":
+            self.log.warning(
+                "pool.thread_abandoned",
+                abandoned_threads=abandoned,
+                replaced=replaced,
+                reason=reason,
+                **fields,
+            )
+        elif self._info_on:
+            self.log.info(
+                "pool.thread_abandoned",
+                abandoned_threads=abandoned,
+                replaced=replaced,
+                reason=reason,
+                **fields,
+            )
 
     @_never_raises
     def pool(self, event: str, **fields: Any) -> None:
@@ -193,4 +250,6 @@ class JobEvents:
 
     @_never_raises
     def internal_error(self, where: str, error: BaseException) -> None:
-        self.log.error("chronos.internal_error", where=where, error=repr(error), exc_info=error)
+        self.log.error(
+            "chronos.internal_error", where=where, error=_safe_repr(error), exc_info=error
+        )

@@ -17,10 +17,12 @@ State machine::
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures._base import CANCELLED as _CANCELLED_FUTURE
@@ -111,8 +113,16 @@ class Attempt:
     ended: float | None = None
     outcome: AttemptOutcome | None = None
     error: BaseException | None = None
+    #: Who ended it when its own thread did not: ``"timer"`` (its deadline passed while it
+    #: ran) or ``"shutdown"``; None when its thread ended it (returned, raised, or came back
+    #: past its deadline and timed itself out).  Then its thread's outcome was dropped.
+    ended_by: str | None = None
     _cancelled: bool = field(default=False, repr=False)
     _cancel_event: threading.Event | None = field(default=None, repr=False)
+    #: Set by the worker thread once the callable returned or raised (whoever ended the
+    #: attempt): a retry held back for its abandoned thread (``wait_for_abandoned``) waits
+    #: for it.
+    _returned: bool = field(default=False, repr=False)
 
     @property
     def duration(self) -> float | None:
@@ -175,6 +185,40 @@ class Ledger:
             return list(self._live.values())
 
 
+def callable_name(fn: object) -> str:
+    """A short, safe label for a callable: its qualified name, never a ``repr``.
+
+    The qualified name is shortened past its last ``<locals>.`` (a function defined inside
+    another is named ``inner``, a method of a local class ``Local.method``).
+
+    ``functools.partial`` objects are unwrapped (their arguments never appear), and an object
+    without a usable ``__qualname__`` or ``__name__`` is named by its type.  Reading those
+    attributes runs no user code for functions, methods, builtins and classes; for anything
+    else a failing lookup is ignored.
+    """
+    name = getattr(fn, "__qualname__", None)  # a function's: the common, fast case
+    if type(name) is str:
+        return name.rpartition("<locals>.")[2]
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    for attribute in ("__qualname__", "__name__"):
+        try:
+            name = getattr(fn, attribute, None)
+        except Exception:  # a hostile __getattr__: fall back on the type
+            name = None
+        if type(name) is str:
+            return name.rpartition("<locals>.")[2]
+    return type(fn).__qualname__.rpartition("<locals>.")[2]
+
+
+def _released(*args: object, **kwargs: object) -> Any:
+    """What a finished job's ``fn`` becomes: its callable and arguments were let go."""
+    raise RuntimeError("this job finished: its callable and arguments were released")
+
+
+_NO_KWARGS: dict[str, Any] = {}  # shared by released jobs; never mutated
+
+
 class Job(Generic[T]):
     """A unit of work: a callable with its arguments, a name, and optional overrides.
 
@@ -182,7 +226,8 @@ class Job(Generic[T]):
         fn: the callable to run.
         args: positional arguments for ``fn``.
         kwargs: keyword arguments for ``fn``, a mapping with str keys.
-        name: a label for logs and reports (default: ``fn``'s name).
+        name: a label for logs and reports (default: ``fn``'s qualified name, see
+            :func:`callable_name`; never its ``repr``).
         timeout: seconds each attempt may run, overriding the pool's; > 0.
         retry: a :class:`RetryPolicy` overriding the pool's.
 
@@ -194,19 +239,27 @@ class Job(Generic[T]):
     ``attempts`` are written only by the owning pool's transition function under its lock;
     reading them from another thread gives a recent value, and :attr:`future` tells the end.
     A job can be submitted once.
+
+    Memory: once a job succeeded, failed or timed out it lets go of its callable and
+    arguments (``fn`` raises, ``args`` is empty), as ThreadPoolExecutor does, and the job
+    and its Future stop referring to each other both ways, so a finished job and everything
+    it held are freed by reference counting as soon as nobody holds them.  A cancelled job
+    keeps them, so that :meth:`clone` can resubmit it.
     """
 
     __slots__ = (
         "__weakref__",
+        "_error",
+        "_future",
         "_ledger",
         "_name",
         "_queued_at",
+        "_result",
         "_route",
         "_status",
         "args",
         "attempts",
         "fn",
-        "future",
         "id",
         "kwargs",
         "retry",
@@ -259,7 +312,9 @@ class Job(Generic[T]):
         job.timeout = None
         job.retry = None
         job.attempts = []
-        job.future = JobFuture(job)
+        job._future = JobFuture(job)
+        job._result = None
+        job._error = None
         job._status = _CREATED
         job._ledger = None
         job._route = None
@@ -283,18 +338,35 @@ class Job(Generic[T]):
         self.timeout = timeout
         self.retry = retry
         self.attempts: list[Attempt] = []
-        self.future: JobFuture[T] = JobFuture(self)
+        #: The Future while the job is unfinished; None once it is resolved (see future).
+        self._future: JobFuture[T] | None = JobFuture(self)
+        self._result: T | None = None  # a finished job's outcome, for a Future made anew
+        self._error: BaseException | None = None
         self._status = _CREATED
         self._ledger: Ledger | None = None
         self._route: Route | None = None
         self._queued_at = 0.0
 
     @property
+    def future(self) -> JobFuture[T]:
+        """The job's Future.
+
+        Until the job is finished it is one object, shared by everyone who asks.  A finished
+        job does not keep its Future alive (the two would form a reference cycle holding the
+        result): asked then, it gives a new resolved Future with the same outcome, so
+        compare outcomes, not identities.
+        """
+        future = self._future
+        if future is None:
+            return JobFuture._finished(self)
+        return future
+
+    @property
     def name(self) -> str:
         """The label of logs and reports: the one given, else the callable's name."""
         name = self._name
         if name is None:
-            name = self._name = getattr(self.fn, "__name__", None) or repr(self.fn)
+            name = self._name = callable_name(self.fn)
         return name
 
     @property
@@ -311,13 +383,58 @@ class Job(Generic[T]):
         """A new, unsubmitted Job with the same callable, arguments and settings.
 
         Use it to resubmit a job that shutdown cancelled (a Job can be submitted once).
+
+        Raises:
+            RuntimeError: the job succeeded, failed or timed out: it released its callable.
         """
+        if self.fn is _released:
+            raise RuntimeError(
+                f"job #{self.id} finished ({self._status.value}) and released its callable "
+                "and arguments; only unfinished or cancelled jobs can be cloned"
+            )
         return Job(
             self.fn, self.args, self.kwargs, name=self._name, timeout=self.timeout, retry=self.retry
         )
 
     def __repr__(self) -> str:
         return f"<Job #{self.id} {self.name!r} {self._status.value} attempts={len(self.attempts)}>"
+
+
+def detach_future(job: Job[T], result: T | None, error: BaseException | None) -> JobFuture[T]:
+    """The Future of a job that just became terminal, which the caller then resolves.
+
+    Breaks the job <-> Future cycle (the job keeps a copy of the outcome instead) and, unless
+    the job was cancelled, releases its callable and arguments.  Called once per job, by the
+    thread whose transition made it terminal.
+    """
+    future = job._future
+    assert future is not None, "detach_future() called twice"
+    job._future = None
+    job._result = result
+    job._error = error
+    if job._status is not _CANCELLED:
+        if job._name is None:
+            job._name = callable_name(job.fn)
+        job.fn = _released
+        job.args = ()
+        job.kwargs = _NO_KWARGS
+    return future
+
+
+def timeout_message(job: Job[Any], attempt: Attempt) -> str:
+    """The one wording of a timeout, for the pool's JobTimeoutError and JobContext.check."""
+    deadline = attempt.deadline
+    seconds = 0.0 if deadline is None else deadline - attempt.started
+    return f"job #{job.id} ({job.name}) attempt {attempt.number} exceeded its {seconds:g}s timeout"
+
+
+def forget_frames(error: BaseException) -> None:
+    """Clear the locals of the frames in ``error``'s traceback (it keeps file and line).
+
+    For the errors of attempts that were retried: the job goes on, and must not pin what
+    its failed attempts' frames held.
+    """
+    traceback.clear_frames(error.__traceback__)
 
 
 def check_timeout(timeout: object, name: str = "timeout") -> float | None:
@@ -410,6 +527,26 @@ class JobFuture(Future[T]):
         self._done_callbacks: list[Callable[[Future[T]], object]] = []
         self.job = job
 
+    @classmethod
+    def _finished(cls, job: Job[T]) -> JobFuture[T]:
+        """A resolved Future with the outcome of the finished ``job`` (see Job.future)."""
+        future = cls(job)
+        if job._status is _CANCELLED:
+            future._state = _CANCELLED_AND_NOTIFIED
+        else:
+            future._result = job._result
+            future._exception = job._error
+            future._state = _FINISHED
+        return future
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """As the base class; False (not an error) for a Future cancelled and already
+        notified, as happens to every Future that :meth:`cancel` cancelled: chronos tells
+        waiters at once."""
+        if self._state in _CANCELLED_FUTURE_STATES:
+            return False
+        return super().set_running_or_notify_cancel()
+
     def cancel(self) -> bool:
         if self._state is _FINISHED:  # Executor.map cancels every Future it has read
             return False
@@ -437,7 +574,8 @@ class JobFuture(Future[T]):
         raises is logged (on the ``concurrent.futures`` logger, like the base class's
         Exceptions): a BaseException such as SystemExit from a callback must neither kill
         the chronos thread that resolved the job nor cut its accounting short."""
-        for callback in self._done_callbacks:
+        callbacks, self._done_callbacks = self._done_callbacks, []  # run once, then let go
+        for callback in callbacks:
             try:
                 callback(self)
             except BaseException:
@@ -472,7 +610,7 @@ def resolve_cancelled(job: Job[Any]) -> None:
     ``Future.cancel()`` then ``set_running_or_notify_cancel()`` in one critical section:
     waiters are told before any done-callback runs.
     """
-    future = job.future
+    future = detach_future(job, None, None)
     condition = future._condition
     with condition:
         future._state = _CANCELLED_AND_NOTIFIED
@@ -666,8 +804,8 @@ def succeed_attempt(job: Job[Any], attempt: Attempt, now: float, holder: Attempt
     ledger = job._ledger
     assert ledger is not None
     with ledger.lock:
-        if job._status is not _RUNNING or job.attempts[-1] is not attempt:
-            return False
+        if job._status is not _RUNNING or attempt.outcome is not None:
+            return False  # (a RUNNING job's last attempt is the one running: see fencing)
         attempt.ended = now
         attempt.outcome = _OUTCOME_SUCCEEDED
         holder.current = None
@@ -697,8 +835,10 @@ def end_attempt(
     outcome: AttemptOutcome,
     now: float,
     error: BaseException | None = None,
+    ended_by: str | None = None,
 ) -> bool:
-    """RUNNING -> ``new``, only if ``attempt`` is still the job's running attempt (fencing).
+    """RUNNING -> ``new``, only if ``attempt`` is still running (fencing): what
+    :func:`fence_attempt` and then :func:`settle_attempt` do, in one critical section.
 
     Returns:
         True if this call ended the attempt; False if someone else already did.
@@ -706,12 +846,17 @@ def end_attempt(
     ledger = job._ledger
     assert ledger is not None
     with ledger.lock:
-        if job._status is not _RUNNING or job.attempts[-1] is not attempt:
+        if (
+            job._status is not _RUNNING
+            or job.attempts[-1] is not attempt
+            or attempt.outcome is not None
+        ):
             return False
         _check_legal(job, new)
         attempt.ended = now
         attempt.outcome = outcome
         attempt.error = error
+        attempt.ended_by = ended_by
         if outcome is not _OUTCOME_SUCCEEDED:
             _signal_cancel(attempt)
         _apply(
@@ -722,6 +867,57 @@ def end_attempt(
             run_time=now - attempt.started,
             timed_out=outcome is AttemptOutcome.TIMED_OUT,
         )
+        return True
+
+
+def fence_attempt(job: Job[Any], attempt: Attempt, outcome: AttemptOutcome, now: float) -> bool:
+    """End ``attempt`` without deciding what follows: the first half of :func:`end_attempt`.
+
+    The timer fences an attempt that passed its deadline: from here the attempt's thread
+    can no longer end it (its result is dropped) and its cancel Event is set, while the job
+    stays RUNNING until :func:`settle_attempt` (on another thread: deciding may run user
+    code, the retry policy) moves it on.
+
+    Returns:
+        True if this call ended the attempt; False if someone else already did.
+    """
+    ledger = job._ledger
+    assert ledger is not None
+    with ledger.lock:
+        if (
+            job._status is not _RUNNING
+            or job.attempts[-1] is not attempt
+            or attempt.outcome is not None
+        ):
+            return False
+        attempt.ended = now
+        attempt.outcome = outcome
+        attempt.ended_by = "timer"
+        _signal_cancel(attempt)
+        if outcome is AttemptOutcome.TIMED_OUT:
+            ledger.stats.attempt_timeouts += 1  # counted with the outcome, as end_attempt does
+        return True
+
+
+def settle_attempt(
+    job: Job[Any], attempt: Attempt, new: JobStatus, error: BaseException | None
+) -> bool:
+    """RUNNING -> ``new`` for a job whose ``attempt`` was fenced: the second half.
+
+    Returns:
+        True if this call moved the job; False if someone else settled it first (shutdown
+        cancels a fenced job whose settlement is late).
+    """
+    ledger = job._ledger
+    assert ledger is not None
+    with ledger.lock:
+        ended = attempt.ended
+        if job._status is not _RUNNING or job.attempts[-1] is not attempt or ended is None:
+            return False
+        _check_legal(job, new)
+        if attempt.error is None:
+            attempt.error = error
+        _apply(job, ledger, new, ended, run_time=ended - attempt.started)  # (timeout counted)
         return True
 
 

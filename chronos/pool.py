@@ -10,17 +10,23 @@ fails.  The differences are on purpose:
 - the queue is bounded (``queue_size``): ``submit`` blocks while it is full, except when
   called from one of the pool's own workers, which never blocks (no self-deadlock);
 - every job reaches exactly one terminal state, counted in :attr:`WorkerPool.stats`.
+
+It is a ``ThreadPoolExecutor`` subclass in name only (none of that class's code or state is
+used), so that APIs that insist on one accept it: ``asyncio``'s
+``loop.set_default_executor(pool)`` (and so ``asyncio.to_thread``), for one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.thread import BrokenThreadPool
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -31,18 +37,20 @@ from chronos._validate import (
     check_count,
     check_logger,
     check_number,
-    check_optional_number,
 )
 from chronos.clock import SYSTEM_CLOCK, Clock, join_timeout
 from chronos.events import JobEvents, default_logger
+from chronos.handoff import Handoff
 from chronos.job import (
     WAITING_STATES,
+    Attempt,
     Job,
     JobFuture,
     Ledger,
     admit,
     cancel_waiting,
     check_timeout,
+    detach_future,
     move,
 )
 from chronos.retry import RetryPolicy
@@ -74,7 +82,7 @@ _pool_numbers = itertools.count()
 _live_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
 
-class WorkerPool(Executor):
+class WorkerPool(ThreadPoolExecutor):
     """A pool of worker threads running jobs with per-job timeouts and retries.
 
     Args:
@@ -91,6 +99,9 @@ class WorkerPool(Executor):
             Default: ``max_workers``.  Threads never exceed ``max_workers + this``.
         interrupt_on_timeout: a bool: also raise :class:`chronos.JobInterrupted` inside an
             attempt that overran (best effort: see :mod:`chronos.interrupt`).
+        wait_for_abandoned: a bool: the retry of an attempt that timed out does not start
+            until that attempt's thread has returned, so a job that ignores its timeout
+            never runs twice at once (the retry waits as long as the hung attempt runs).
         exit_grace: at interpreter exit, seconds left for queued and running jobs to finish
             before they are cancelled; finite, >= 0.
         clock: time source, an instance (tests pass a :class:`chronos.testing.FakeClock`).
@@ -102,13 +113,15 @@ class WorkerPool(Executor):
 
     Thread-safety: every public method may be called from any thread.  Job state is guarded
     by the ledger lock (``stats.lock``); the set of worker threads by ``_threads_lock``.
-    The pool owns its worker threads and its timer thread.
+    No thread is started while either is held.  The pool owns its worker threads, its timer
+    thread (deadlines and backoff; it runs no user code) and its Handoff threads (what
+    follows a timeout: the retry policy, logging, done-callbacks, replacement threads).
     """
 
     def __init__(
         self,
         max_workers: int | None = None,
-        thread_name_prefix: str = "",
+        thread_name_prefix: str | None = "",
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
         *,
@@ -117,13 +130,18 @@ class WorkerPool(Executor):
         queue_size: int = DEFAULT_QUEUE_SIZE,
         max_abandoned_threads: int | None = None,
         interrupt_on_timeout: bool = False,
+        wait_for_abandoned: bool = False,
         exit_grace: float = 5.0,
         clock: Clock | None = None,
         logger: Any = None,
     ) -> None:
         if max_workers is None:
             max_workers = min(32, (os.cpu_count() or 1) + 4)
-        self._max_workers = check_count("max_workers", max_workers, 1)
+        elif check_count("max_workers", max_workers, -sys.maxsize) <= 0:
+            raise ValueError("max_workers must be greater than 0")  # ThreadPoolExecutor's words
+        self._max_workers = max_workers
+        if thread_name_prefix is None:
+            thread_name_prefix = ""
         if not isinstance(thread_name_prefix, str):
             raise TypeError(
                 f"thread_name_prefix must be a str, got {type(thread_name_prefix).__name__}"
@@ -141,6 +159,7 @@ class WorkerPool(Executor):
             max_abandoned_threads = self._max_workers
         self._max_abandoned = check_count("max_abandoned_threads", max_abandoned_threads, 0)
         self._interrupt = check_bool("interrupt_on_timeout", interrupt_on_timeout)
+        self._wait_for_abandoned = check_bool("wait_for_abandoned", wait_for_abandoned)
         # Finite: exit must be bounded (an unlimited wait at exit is no grace at all).
         self._exit_grace = check_number(
             "exit_grace", exit_grace, minimum=0.0, inclusive=True, finite=True
@@ -149,7 +168,7 @@ class WorkerPool(Executor):
         if logger is not None:
             check_logger("logger", logger)
         self._now = self._clock.now  # bound once: read several times per job
-        self._initializer = initializer
+        self._thread_initializer = initializer
         self._initargs = tuple(initargs)
         self._name = thread_name_prefix or f"chronos-pool-{next(_pool_numbers)}"
 
@@ -157,23 +176,33 @@ class WorkerPool(Executor):
         self._events = JobEvents(logger if logger is not None else default_logger())
         self._ledger = Ledger(self.stats, self._events)
         self._queue = JobQueue(queue_size)
+        self._pool_ref = weakref.ref(self)  # what the pool's own threads hold
         self._timer = Timer(
-            self._clock, self._on_deadline, self._events.internal_error, f"{self._name}_timer"
+            self._clock, self._events.internal_error, f"{self._name}_timer", attempts.is_stale
         )
-        self._threads_lock = threading.Lock()  # guards the four fields below
+        self._handoff = Handoff(f"{self._name}_handoff", self._events.internal_error)
+        self._threads_lock = threading.Lock()  # guards the five fields below
         self._active: set[WorkerSlot] = set()
         self._abandoned: set[WorkerSlot] = set()
         self._thread_numbers = itertools.count()
-        self._broken: str | None = None
+        self._broken_reason: str | None = None
+        self._unfinished: list[Job[Any]] = []
         self._dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
-        self._unfinished: list[Job[Any]] = []  # guarded by _threads_lock
         self._finish_lock = threading.Lock()  # one thread at a time finishes the shutdown
         #: Set (under _threads_lock) once shutdown stops the threads: every job is terminal,
         #: so no thread is started or rejoins after it, and _stop_threads joins them all.
         self._stopping = False
         self._finished = threading.Event()
         self._finisher: threading.Thread | None = None
+        #: wait_for_abandoned: retries held back for the thread of their timed-out attempt.
+        self._held_lock = threading.Lock()  # guards _held and every Attempt._returned read
+        self._held: dict[Attempt, Job[Any]] = {}
+        #: Set in a child process made by os.fork(): the pool's threads stayed behind.
+        self._forked = False
         _live_pools.add(self)
+        # Dropped without shutdown(): wake the idle workers and stop the helpers, so that
+        # no thread outlives the pool (they hold it weakly).
+        weakref.finalize(self, _pool_collected, self._queue, self._timer, self._handoff)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -210,9 +239,11 @@ class WorkerPool(Executor):
             BrokenThreadPool: a worker's initializer failed.
         """
         # submit_job(Job._of_call(...)) with its steps inline: this is the hot path.
-        if self._broken is not None:
-            raise BrokenThreadPool(self._broken)
+        if self._broken_reason is not None:
+            raise BrokenThreadPool(self._broken_reason)
         job = Job._of_call(fn, args, kwargs)
+        future = job._future
+        assert future is not None
         admit(job, self._ledger, JobStatus.QUEUED, self._now(), self)
         queue = self._queue
         if queue.items.qsize() < queue.bound:
@@ -221,7 +252,7 @@ class WorkerPool(Executor):
             self._put_when_full(job)
         if len(self._active) < self._max_workers:
             self._adjust_thread_count()
-        return job.future
+        return future
 
     def submit_job(self, job: Job[T]) -> JobFuture[T]:
         """Submit a :class:`Job` (with its own name, timeout or retry policy).
@@ -232,16 +263,18 @@ class WorkerPool(Executor):
             RuntimeError: the pool is shut down.
             BrokenThreadPool: a worker's initializer failed.
         """
-        if self._broken is not None:
-            raise BrokenThreadPool(self._broken)
+        if self._broken_reason is not None:
+            raise BrokenThreadPool(self._broken_reason)
         admit(job, self._ledger, JobStatus.QUEUED, self._now(), self)
+        future = job._future
+        assert future is not None  # admitted: not finished
         queue = self._queue
         if queue.items.qsize() < queue.bound:
             queue.items.put(job)
         else:
             self._put_when_full(job)
         self._adjust_thread_count()
-        return job.future
+        return future
 
     def map(
         self,
@@ -252,16 +285,20 @@ class WorkerPool(Executor):
     ) -> Iterator[T]:
         """``Executor.map``, with its arguments checked before any job is submitted.
 
+        A negative ``timeout`` is taken as 0 (no time left), as ThreadPoolExecutor does.
+
         Raises:
             TypeError, ValueError: ``fn`` is not callable, an iterable is not iterable, or
-                ``timeout`` is not None nor a finite number >= 0.
+                ``timeout`` is not None nor a finite number.
             RuntimeError: the pool is shut down.
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-        timeout = check_optional_number("timeout", timeout, minimum=0.0, inclusive=True)
-        if timeout is not None and math.isinf(timeout):
-            raise ValueError("timeout must be finite; pass None for no timeout")
+        if timeout is not None:
+            timeout = check_number("timeout", timeout, minimum=-math.inf, inclusive=True)
+            if math.isinf(timeout):
+                raise ValueError("timeout must be finite; pass None for no timeout")
+            timeout = max(0.0, timeout)
         iterators = []
         for iterable in iterables:
             try:
@@ -310,8 +347,29 @@ class WorkerPool(Executor):
         if grace is not None:
             grace = check_number("grace", grace, minimum=0.0, inclusive=True)
             grace = join_timeout(grace)  # beyond TIMEOUT_MAX: no limit
+        if self._forked:  # a copy made by os.fork(): its threads and jobs are the parent's
+            return
         if current_pool() is self:
             wait = False
+        self._close(cancel_futures=cancel_futures, grace=grace)
+        if wait:
+            self._finish(grace)
+            return
+        finisher = None
+        with self._finish_lock:
+            if self._finisher is None and not self._finished.is_set():
+                finisher = self._finisher = threading.Thread(
+                    target=self._finish,
+                    args=(grace,),
+                    name=f"{self._name}_shutdown",
+                    daemon=True,
+                )
+        if finisher is not None:
+            finisher.start()
+
+    def _close(self, *, cancel_futures: bool, grace: float | None) -> None:
+        """The first steps of :meth:`shutdown`, on the calling thread: refuse new jobs, tell
+        the dispatchers, cancel what ``cancel_futures`` and ``grace == 0`` say."""
         if self._ledger.close():
             self._events.pool("pool.shutdown", pool=self._name, phase="started")
         for dispatcher in list(self._dispatchers):
@@ -320,18 +378,6 @@ class WorkerPool(Executor):
             self._cancel_waiting()
         if grace == 0:
             self._cancel_running()
-        if wait:
-            self._finish(grace)
-        else:
-            with self._finish_lock:
-                if self._finisher is None and not self._finished.is_set():
-                    self._finisher = threading.Thread(
-                        target=self._finish,
-                        args=(grace,),
-                        name=f"{self._name}_shutdown",
-                        daemon=True,
-                    )
-                    self._finisher.start()
 
     def terminate(self) -> None:
         """Shut down at once: cancel every unfinished job, running ones included."""
@@ -346,11 +392,21 @@ class WorkerPool(Executor):
         with self._threads_lock:
             return list(self._unfinished)
 
+    def worker_threads(self) -> list[threading.Thread]:
+        """The pool's worker threads that are alive: those that run (or wait for) jobs, and
+        those abandoned in a hung attempt.  Never more than ``max_workers +
+        max_abandoned_threads``."""
+        with self._threads_lock:
+            slots = [*self._active, *self._abandoned]
+        return [s.thread for s in slots if s.thread is not None and s.thread.is_alive()]
+
     def threads(self) -> list[threading.Thread]:
-        """Every thread this pool started that is still alive (abandoned ones included)."""
+        """Every thread this pool started that is still alive: its workers (abandoned ones
+        included), its timer, its Handoff threads and a background shutdown's."""
         with self._threads_lock:
             slots = [*self._active, *self._abandoned]
         candidates = [s.thread for s in slots] + [self._timer.thread, self._finisher]
+        candidates += self._handoff.threads()
         return [t for t in candidates if t is not None and t.is_alive()]
 
     def __repr__(self) -> str:
@@ -374,7 +430,43 @@ class WorkerPool(Executor):
             self._queue.put_overflow(job)
             self._adjust_thread_count()
 
+    # -- timing (see chronos.attempts): the timer keeps time, the Handoff does the rest --------
+
+    def _arm_deadline(self, deadline: float, slot: WorkerSlot, attempt: Attempt) -> None:
+        """A worker started ``attempt`` with a ``deadline``: have the timer watch it."""
+        if not self._handoff.started:
+            self._handoff.start()  # here, on a worker: never on the timer
+        self._timer.call_at(deadline, attempts.deadline_due, self._pool_ref, slot, attempt)
+
+    def _schedule_retry(self, job: Job[Any], attempt: Attempt, when: float) -> None:
+        """Re-queue ``job`` once the clock reaches ``when`` (the timer holds it weakly)."""
+        if not self._handoff.started:
+            self._handoff.start()
+        self._timer.call_at(when, attempts.retry_due, self._pool_ref, weakref.ref(job), attempt)
+
+    def _hold_for_thread(self, job: Job[Any], attempt: Attempt) -> bool:
+        """With ``wait_for_abandoned``: hold the retry of ``job`` while the thread of its
+        timed-out ``attempt`` still runs (True: held; :meth:`_thread_returned` re-queues)."""
+        if not self._wait_for_abandoned:
+            return False
+        with self._held_lock:
+            if attempt._returned:
+                return False
+            self._held[attempt] = job
+            return True
+
+    def _thread_returned(self, attempt: Attempt) -> None:
+        """The thread of an attempt that someone else ended has returned from it."""
+        with self._held_lock:
+            attempt._returned = True
+            job = self._held.pop(attempt, None) if self._held else None
+        if job is not None:
+            attempts.requeue_retry(self, job, attempt)
+
     # -- worker threads -------------------------------------------------------------------------
+    #
+    # Threads are never started while _threads_lock is held: a slot is reserved under the
+    # lock (so the bounds hold), and its thread started after it is released.
 
     def _adjust_thread_count(self) -> None:
         # One more thread per submission until max_workers run: a plain length test on the
@@ -385,31 +477,37 @@ class WorkerPool(Executor):
             if self._stopping:
                 return
             active = len(self._active)
+            slot = None
             if active < self._max_workers and (
                 active + len(self._abandoned) < self._max_workers + self._max_abandoned
             ):
-                self._spawn()
+                slot = self._reserve_slot()
+        if slot is not None:
+            self._start(slot)
 
-    def _spawn(self) -> None:  # caller holds _threads_lock
+    def _reserve_slot(self) -> WorkerSlot:  # caller holds _threads_lock
         slot = WorkerSlot(f"{self._name}_{next(self._thread_numbers)}")
-        thread = threading.Thread(
-            target=worker_main, args=(self, slot), name=slot.name, daemon=True
+        slot.thread = threading.Thread(
+            target=worker_main, args=(self._pool_ref, slot), name=slot.name, daemon=True
         )
-        slot.thread = thread
         self._active.add(slot)
-        self._timer.watch(slot)
+        return slot
+
+    def _start(self, slot: WorkerSlot) -> None:
+        """Start the thread of a slot reserved by :meth:`_reserve_slot` (no lock held)."""
+        assert slot.thread is not None
         try:
-            thread.start()
+            slot.thread.start()
         except RuntimeError as exc:  # "can't create new thread at interpreter shutdown"
-            self._active.discard(slot)
-            self._timer.unwatch(slot)
+            with self._threads_lock:
+                self._active.discard(slot)
             self._events.internal_error("pool.spawn", exc)
 
     def _run_initializer(self) -> bool:
-        if self._initializer is None:
+        if self._thread_initializer is None:
             return True
         try:
-            self._initializer(*self._initargs)
+            self._thread_initializer(*self._initargs)
         except BaseException as exc:
             self._events.internal_error("pool.initializer", exc)
             self._initializer_failed()
@@ -418,39 +516,47 @@ class WorkerPool(Executor):
 
     def _initializer_failed(self) -> None:
         with self._threads_lock:
-            self._broken = "A thread initializer failed, the thread pool is not usable anymore"
-        error = BrokenThreadPool(self._broken)
+            self._broken_reason = (
+                "A thread initializer failed, the thread pool is not usable anymore"
+            )
+        error = BrokenThreadPool(self._broken_reason)
         for job in self._ledger.live_jobs():
             if move(job, WAITING_STATES, JobStatus.FAILED, self._clock.now()):
-                job.future.set_running_or_notify_cancel()
-                job.future.set_exception(error)
+                detach_future(job, None, error).set_exception(error)
         self._queue.wake_putters()
 
     def _rejoin(self, slot: WorkerSlot) -> bool:
-        """An abandoned thread returned from its attempt: rejoin the pool or exit."""
+        """A thread returned from an attempt that was taken from it (abandoned), or that
+        it was sent ``JobInterrupted`` for: rejoin the pool (True) or exit (False)."""
+        fresh = None
         with self._threads_lock:
             if slot in self._abandoned:  # idempotent: a stray interrupt may bring us back here
                 self._abandoned.discard(slot)
                 self.stats.abandoned_threads.decrement()
-            # While a draining shutdown waits for queued jobs the thread is still needed:
-            # only once shutdown stops the threads (every job terminal) is it sent away.
-            if self._stopping or len(self._active) >= self._max_workers:
-                return False
             if slot.interrupted:
                 # The interrupt meant for its job may still land in this thread: it leaves,
-                # and a fresh thread takes its place (the pool is short of one, and may have
-                # no worker left at all when max_abandoned_threads gave it no replacement).
-                self._spawn()
+                # and a fresh thread takes its place if the pool is short of one (it may
+                # have no worker left at all when max_abandoned_threads gave it none).
+                self._active.discard(slot)
+                if not self._stopping and len(self._active) < self._max_workers:
+                    fresh = self._reserve_slot()
+            elif slot in self._active:
+                return True
+            # While a draining shutdown waits for queued jobs the thread is still needed:
+            # only once shutdown stops the threads (every job terminal) is it sent away.
+            elif self._stopping or len(self._active) >= self._max_workers:
                 return False
-            slot.abandoned = False
-            self._active.add(slot)
-            self._timer.watch(slot)
-            return True
+            else:
+                slot.abandoned = False
+                self._active.add(slot)
+                return True
+        if fresh is not None:
+            self._start(fresh)
+        return False
 
     def _thread_exited(self, slot: WorkerSlot) -> None:
         with self._threads_lock:
             self._active.discard(slot)
-        self._timer.unwatch(slot)
 
     def _mark_abandoned(self, slot: WorkerSlot) -> None:
         """Move ``slot`` from the active set to the abandoned one, and count it."""
@@ -461,11 +567,14 @@ class WorkerPool(Executor):
             self.stats.abandoned_threads_total.increment()
 
     def _abandon(self, slot: WorkerSlot, replace: bool) -> bool:
-        """After :meth:`_mark_abandoned`: stop watching ``slot``; maybe replace it."""
+        """After :meth:`_mark_abandoned`: maybe start a thread in ``slot``'s place.
+
+        Returns:
+            True if a replacement thread was started.
+        """
         with self._threads_lock:
             if slot in self._active:  # it returned and rejoined meanwhile: leave it be
                 return False
-            self._timer.unwatch(slot)
             # A submit() between _mark_abandoned and here may have refilled the pool already
             # (it saw a free place): replace only what is missing, so that threads never
             # exceed max_workers + max_abandoned_threads.  A draining shutdown still needs
@@ -477,13 +586,9 @@ class WorkerPool(Executor):
                 or len(self._active) >= self._max_workers
             ):
                 return False
-            self._spawn()
-            return True
-
-    # -- running attempts (see chronos.attempts) -------------------------------------------------
-
-    def _on_deadline(self, slot: WorkerSlot, current: tuple[Job[Any], Any]) -> None:
-        attempts.on_deadline(self, slot, current)
+            fresh = self._reserve_slot()
+        self._start(fresh)
+        return True
 
     # -- shutdown ---------------------------------------------------------------------------------
 
@@ -505,6 +610,9 @@ class WorkerPool(Executor):
             current = slot.current
             if current is not None:
                 attempts.cancel_running(self, slot, current)
+        for job in self._ledger.live_jobs():
+            if job.status is JobStatus.RUNNING:  # fenced by the timer, not settled yet
+                attempts.cancel_fenced(self, job)
 
     def _finish(self, grace: float | None) -> None:
         drained = self._ledger.drained
@@ -527,21 +635,46 @@ class WorkerPool(Executor):
         with self._threads_lock:
             self._stopping = True  # from here no thread starts or rejoins: we join them all
             slots = list(self._active)
+        for slot in slots:
+            attempts.abandon_if_fenced(self, slot)
+        with self._threads_lock:
+            slots = list(self._active)
         self._queue.put_overflow(None)
         self._queue.wake_putters()
         for slot in slots:
             thread = slot.thread
+            # (A thread reserved but not started yet is started by its reserver right after;
+            # it finds the stop sentinel at once.)
             if thread is not None and thread is not threading.current_thread():
+                if thread.ident is None:
+                    continue
                 thread.join(_JOIN_TIMEOUT)
                 if thread.is_alive():
                     self._events.internal_error(
                         "pool.shutdown", RuntimeError(f"worker {slot.name} did not exit")
                     )
         self._timer.stop(_JOIN_TIMEOUT)
+        self._handoff.stop(_JOIN_TIMEOUT)
         for dispatcher in list(self._dispatchers):
             # Every job is terminal by now: nothing is lost by stopping a dispatcher that
             # still waits for its next tick with a job shutdown cancelled.
             dispatcher.stop(DISPATCHER_JOIN_TIMEOUT)
+
+    def _forked_away(self) -> None:
+        """In the child of os.fork(): this copy has no threads; refuse work, exit at once."""
+        self._forked = True
+        self._broken_reason = (
+            "this pool was copied into a child process by os.fork(); its threads stayed in "
+            "the parent: create a new WorkerPool in the child"
+        )
+
+
+def _pool_collected(queue: JobQueue, timer: Timer, handoff: Handoff) -> None:
+    """A pool was garbage collected without shutdown(): let its threads go.  No job is left
+    (a job in flight holds its pool), so the workers just exit."""
+    queue.put_overflow(None)
+    timer.stop(0)
+    handoff.stop(0)
 
 
 def _shutdown_at_exit() -> None:
@@ -551,18 +684,58 @@ def _shutdown_at_exit() -> None:
     runs when the main thread ends, *before* Python joins the non-daemon threads, so a user
     thread blocked in ``submit()`` behind a hung job is released (its job cancelled) instead
     of blocking exit for ever.  The pools' graces run side by side, not one after another.
+    When jobs are still unfinished, it says so once, on one line of stderr, with how long it
+    will wait; Ctrl+C meanwhile cancels them at once (one more line, no traceback).
     """
-    pools = list(_live_pools)
-    for pool in pools:
-        try:
-            pool.shutdown(wait=False, grace=pool._exit_grace)
-        except BaseException as exc:  # exit must go on
-            pool._events.internal_error("atexit", exc)
-    for pool in pools:
-        try:
-            pool.shutdown(wait=True, grace=pool._exit_grace)
-        except BaseException as exc:
-            pool._events.internal_error("atexit", exc)
+    pools = [pool for pool in list(_live_pools) if not pool._forked]
+    began = SYSTEM_CLOCK.now()
+    try:
+        # No thread is started here (Python may refuse to start one this late): every pool
+        # is closed first, then each waits until its own grace, counted from the same start.
+        for pool in pools:
+            _announce_exit_wait(pool)
+            _quietly(pool, pool._close, cancel_futures=False, grace=pool._exit_grace)
+        for pool in pools:
+            left = max(0.0, began + pool._exit_grace - SYSTEM_CLOCK.now())
+            _quietly(pool, pool._finish, left)
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            print("chronos: interrupted: cancelling unfinished jobs", file=sys.stderr, flush=True)
+        for pool in pools:
+            with contextlib.suppress(BaseException):
+                pool._close(cancel_futures=True, grace=0)
+
+
+def _announce_exit_wait(pool: WorkerPool) -> None:
+    unfinished = pool.stats.snapshot().in_flight
+    if unfinished and not pool._ledger.closed and pool._exit_grace > 0:
+        with contextlib.suppress(Exception):
+            print(
+                f"chronos: exiting: waiting up to {pool._exit_grace:g}s (exit_grace) for "
+                f"{unfinished} unfinished job(s) of {pool.name}, then cancelling them",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _quietly(pool: WorkerPool, step: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    """A shutdown step at exit: any error but Ctrl+C is logged, and exit goes on."""
+    try:
+        step(*args, **kwargs)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        pool._events.internal_error("atexit", exc)
+
+
+def _after_fork_in_child() -> None:
+    """os.fork(): the child has none of the pools' threads, and any of their locks may have
+    been held at the fork.  Its copies of the pools refuse work and are forgotten, so its
+    exit neither waits for the parent's jobs nor touches a lock."""
+    for pool in list(_live_pools):
+        pool._forked_away()
+    _live_pools.clear()
 
 
 threading._register_atexit(_shutdown_at_exit)  # type: ignore[attr-defined]
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -12,15 +12,18 @@ jobs (or their futures) you pass, and optionally a :class:`chronos.Dispatcher` a
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from chronos._validate import check_clock, check_count, check_number
 from chronos.clock import SYSTEM_CLOCK, Clock
 from chronos.dispatcher import Dispatcher
-from chronos.job import AttemptOutcome, Job, JobFuture
+from chronos.errors import JobTimeoutError
+from chronos.job import Attempt, AttemptOutcome, Job, JobFuture
 from chronos.pool import WorkerPool
 from chronos.stats import LatencySummary, StatsSnapshot
 from chronos.status import JobStatus
@@ -34,8 +37,9 @@ class DispatchMeter:
     """A structlog processor that times the ``job.dispatched`` events of a run.
 
     Put it first in your processors (and let debug events through to it) to learn the
-    achieved dispatch rate: dispatches per second between the first and the last one.
-    It passes every event on unchanged.
+    achieved dispatch rate over the dispatching window: ``(n - 1) / (last - first)`` for
+    ``n`` dispatches, the first at ``first`` and the last at ``last``.  It passes every
+    event on unchanged.
 
     Args:
         clock: the time source (only its ``now()`` is used).
@@ -93,20 +97,33 @@ class JobSummary:
 
     @classmethod
     def of(cls, job: Job[Any]) -> JobSummary:
-        error = job.last_error
+        attempts = list(job.attempts)  # a copy: the job may still be running
         return cls(
             id=job.id,
             name=job.name,
             status=job.status,
-            attempts=len(job.attempts),
-            error=None if error is None else repr(error),
+            attempts=len(attempts),
+            error=_error(attempts[-1]) if attempts else None,
             detail=_detail(job),
         )
 
 
+def _error(attempt: Attempt) -> str | None:
+    """The repr of what ``attempt`` raised; one form for every timeout.
+
+    A timed-out attempt's error is raised by whichever thread ended it first (the pool's
+    timer, or the job stepping out at its deadline), each with its own message: the report
+    names the attempt and its timeout the same way whichever it was.
+    """
+    if attempt.outcome is AttemptOutcome.TIMED_OUT:
+        timeout = "" if attempt.deadline is None else f"{attempt.deadline - attempt.started:.3g} s "
+        return repr(JobTimeoutError(f"attempt {attempt.number} exceeded its {timeout}timeout"))
+    return None if attempt.error is None else repr(attempt.error)
+
+
 def _detail(job: Job[Any]) -> str:
     n = len(job.attempts)
-    plural = "attempt" if n == 1 else "attempts"
+    attempts = _plural(n, "attempt")
     status = job.status
     if status is JobStatus.CREATED:
         return "never submitted"
@@ -115,10 +132,10 @@ def _detail(job: Job[Any]) -> str:
             return "cancelled before it ran"
         if job.attempts[-1].outcome is AttemptOutcome.CANCELLED:
             return f"cancelled while running attempt {n}"
-        return f"cancelled while waiting to retry after {n} {plural}"
+        return f"cancelled while waiting to retry after {attempts}"
     if status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
-        return f"{status.value.replace('_', ' ')} after {n} {plural}"
-    return f"still {status.value} after {n} {plural}"
+        return f"{status.value.replace('_', ' ')} after {attempts}"
+    return f"still {status.value} after {attempts}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +147,12 @@ class RunReport:
         wall_time: seconds the run took.
         jobs: how many jobs were passed to :func:`summarize`.
         not_submitted: of those, how many were never submitted (their dispatch was stopped).
-        unsuccessful: every job passed in that did not succeed, in the order given.
+        unsuccessful: every job passed in that did not succeed, in the order given; the
+            ``error`` of each is the repr of its last attempt's exception, or for a timed-out
+            attempt always ``JobTimeoutError('attempt N exceeded its T s timeout')``.
         dispatched: dispatches made by the dispatcher (retries included), if known.
-        dispatch_rate: achieved dispatches per second, if known.
+        dispatch_rate: achieved dispatches per second over the dispatching window (from the
+            first dispatch to the last), if known.
         target_rate: the dispatcher's rate limit, if it has one.
         interrupted: the run was cut short (Ctrl+C).
         forced: ... and then stopped at once (a second Ctrl+C).
@@ -211,13 +231,9 @@ class RunReport:
         if self.not_submitted:
             lines.append(_row("", f"{self.not_submitted} never submitted"))
         lines += [
-            _row("attempts", f"{s.attempts} ({s.retries} retries)"),
-            _row("timeouts", f"{s.attempt_timeouts} attempts timed out"),
-            _row(
-                "threads",
-                f"{s.abandoned_threads_total} abandoned by a timeout or shutdown, "
-                f"{s.abandoned_threads} still running",
-            ),
+            _row("attempts", f"{s.attempts} ({_plural(s.retries, 'retry', 'retries')})"),
+            _row("timeouts", f"{_plural(s.attempt_timeouts, 'attempt')} timed out"),
+            *self._thread_rows(),
             _row("wall time", f"{self.wall_time:.2f} s"),
             _row("dispatch", self._dispatch_line()),
             _row("queue wait", _percentiles(s.queue_wait)),
@@ -241,19 +257,64 @@ class RunReport:
         lines.append("=" * (len(_RULE) * 2 + len(" FINAL REPORT ")))
         return "\n".join(lines)
 
+    def _thread_rows(self) -> list[str]:
+        # abandoned_threads counts the threads still inside an attempt that the pool ended
+        # (by a timeout or a shutdown); abandoned_threads_total every thread it ever left so,
+        # including a cooperative job's, which steps out a moment later.
+        s = self.stats
+        rows = [
+            _row(
+                "threads",
+                f"{s.abandoned_threads} abandoned: still running an attempt that timed out "
+                "or was cancelled",
+            )
+        ]
+        if s.abandoned_threads_total:
+            returned = max(0, s.abandoned_threads_total - s.abandoned_threads)
+            rows.append(
+                _row(
+                    "",
+                    f"{s.abandoned_threads_total} left mid-attempt by a timeout or shutdown, "
+                    f"{returned} of them since returned",
+                )
+            )
+        return rows
+
     def _dispatch_line(self) -> str:
         if self.dispatched is None:
             return "n/a (no dispatcher)"
-        text = f"{self.dispatched} dispatches"
+        text = _plural(self.dispatched, "dispatch", "dispatches")
+        shown = self.target_rate if self.target_rate is not None else self.dispatch_rate
+        places = 2 if shown is None else _decimal_places(shown)
         if self.dispatch_rate is not None:
-            text += f", {self.dispatch_rate:.2f}/s achieved"
+            # Rounded down, so that a rate within the limit never prints above it.
+            text += f", {_floor(self.dispatch_rate, places)}/s achieved"
         if self.target_rate is not None:
-            text += f" (limit {self.target_rate:.2f}/s)"
+            text += f" (limit {self.target_rate:.{places}f}/s)"
         return text
 
 
 def _row(label: str, text: str) -> str:
     return f"{label:<12}{text}"
+
+
+def _plural(n: int, singular: str, plural: str | None = None) -> str:
+    """``n`` and the noun that goes with it: 1 retry, 2 retries, 0 attempts."""
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def _decimal_places(rate: float) -> int:
+    """Enough decimal places to show three significant digits of ``rate``, at least 2."""
+    if rate <= 0 or not math.isfinite(rate):
+        return 2
+    return max(2, min(9, 2 - math.floor(math.log10(rate))))
+
+
+def _floor(rate: float, places: int) -> str:
+    """``rate`` rounded down to ``places`` decimal places (exactly: no float rounding)."""
+    if not math.isfinite(rate):
+        return str(rate)
+    return str(Decimal(rate).quantize(Decimal(1).scaleb(-places), rounding=ROUND_FLOOR))
 
 
 def _ms(seconds: float) -> str:
@@ -265,7 +326,7 @@ def _percentiles(summary: LatencySummary) -> str:
         return "no samples"
     return (
         f"p50 {_ms(summary.p50)}, p95 {_ms(summary.p95)}, p99 {_ms(summary.p99)}, "
-        f"max {_ms(summary.max)} ({summary.count} samples)"
+        f"max {_ms(summary.max)} ({_plural(summary.count, 'sample')})"
     )
 
 

@@ -7,6 +7,8 @@ the pool's timer heap and re-enters the queue (or its Dispatcher) when due.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,13 @@ NEVER_RETRIED: tuple[type[BaseException], ...] = (
 )
 
 DEFAULT_MAX_BACKOFF = 30.0
+#: No retry waits longer than this (seconds), whatever a custom ``wait=`` strategy says;
+#: one that answers infinity or NaN waits ``max_backoff`` instead.
+MAX_RETRY_DELAY = 24 * 3600.0
+
+#: A tenacity strategy: a ``*_base`` instance, or any callable of a ``RetryCallState`` (as
+#: tenacity itself accepts).
+Strategy = Callable[[tenacity.RetryCallState], Any]
 
 # tenacity's strategies read a RetryCallState, whose constructor wants a retrying object.
 # None of stop/wait/retry look at it; this one is never called.
@@ -57,7 +66,11 @@ class RetryPolicy:
 
     Any tenacity strategy replaces the matching default for full control: ``wait=`` (e.g.
     ``tenacity.wait_fixed(1)``), ``stop=`` (replaces both ``max_attempts`` and ``deadline``)
-    and ``retry=`` (replaces ``retry_on``/``never_retry_on``).  Whatever they say,
+    and ``retry=`` (replaces ``retry_on``/``never_retry_on``); as in tenacity, a plain
+    callable of a ``tenacity.RetryCallState`` works too.  A delay is never infinite: the
+    default wait is capped by ``max_backoff`` (finite), and a custom one by
+    :data:`MAX_RETRY_DELAY` (an infinite or NaN answer waits ``max_backoff``).  Whatever
+    they say,
     :class:`chronos.NonRetryableError`, ``KeyboardInterrupt``, ``SystemExit`` and other
     ``BaseException`` subclasses that are not ``Exception`` are never retried.
 
@@ -72,9 +85,9 @@ class RetryPolicy:
     deadline: float | None = None
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     never_retry_on: tuple[type[BaseException], ...] = ()
-    wait: wait_base | None = None
-    stop: stop_base | None = None
-    retry: retry_base | None = None
+    wait: wait_base | Strategy | None = None
+    stop: stop_base | Strategy | None = None
+    retry: retry_base | Strategy | None = None
     _wait: Any = field(init=False, repr=False, compare=False)
     _stop: Any = field(init=False, repr=False, compare=False)
     _retry: Any = field(init=False, repr=False, compare=False)
@@ -83,10 +96,11 @@ class RetryPolicy:
         check_count("max_attempts", self.max_attempts, 1)
         # Finite: an infinite backoff would leave the job waiting to retry for ever.
         check_number("backoff", self.backoff, minimum=0.0, inclusive=True, finite=True)
-        check_number("multiplier", self.multiplier, minimum=1.0, inclusive=True)
+        check_number("multiplier", self.multiplier, minimum=1.0, inclusive=True, finite=True)
         if self.max_backoff is None:
             object.__setattr__(self, "max_backoff", max(DEFAULT_MAX_BACKOFF, float(self.backoff)))
-        check_number("max_backoff", self.max_backoff, minimum=0.0, inclusive=True)
+        # Finite: it caps every delay, and a job must never wait for ever to retry.
+        check_number("max_backoff", self.max_backoff, minimum=0.0, inclusive=True, finite=True)
         assert self.max_backoff is not None
         if self.max_backoff < self.backoff:
             raise ValueError(
@@ -103,10 +117,13 @@ class RetryPolicy:
         )
         for name, base in (("wait", wait_base), ("stop", stop_base), ("retry", retry_base)):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, base):
+            wrong_family = isinstance(value, wait_base | stop_base | retry_base)
+            if value is not None and not (
+                isinstance(value, base) or (callable(value) and not wrong_family)
+            ):
                 raise TypeError(
-                    f"{name} must be a tenacity {base.__name__} (e.g. from tenacity.{name}), "
-                    f"got {value!r}"
+                    f"{name} must be a tenacity {base.__name__} (e.g. from tenacity.{name}) "
+                    f"or a callable of a tenacity.RetryCallState, got {value!r}"
                 )
         object.__setattr__(self, "_wait", self.wait or self._default_wait())
         object.__setattr__(self, "_stop", self.stop or self._default_stop())
@@ -165,7 +182,12 @@ class RetryPolicy:
         state.outcome, state.outcome_timestamp = outcome, elapsed
         if not self._retry(state):
             return None
-        delay = max(0.0, float(self._wait(state)))
+        delay = float(self._wait(state))
+        if not math.isfinite(delay):
+            delay = float(self.max_backoff)  # type: ignore[arg-type]
+        delay = max(0.0, delay)
+        if self.wait is not None:  # the default wait is capped by max_backoff already
+            delay = min(delay, MAX_RETRY_DELAY)
         state.upcoming_sleep = delay
         if self._stop(state):
             return None

@@ -1,29 +1,31 @@
-"""The Dispatcher's throttle: a token bucket scheduled on absolute deadlines.
+"""The Dispatcher's throttle: a token bucket with strict GCRA semantics.
 
 Pure logic over times you pass in; the Dispatcher does the waiting, on an Event, so that
-shutdown wakes it at once.  Grants fall on a fixed grid ``start + k / rate``: a dispatcher
-that wakes a little late does not push every later grant back, so the achieved rate does not
-drift (a ``sleep(interval)`` loop drifts by its overhead on every tick).
+shutdown wakes it at once.
 
-Missed ticks are told apart by why they were missed:
+The bucket is the GCRA ("virtual scheduling") form of a token bucket with ``rate`` tokens a
+second and room for ``burst``.  It keeps the theoretical arrival time (TAT) of the next
+token.  A grant is allowed from ``burst - 1`` periods before the TAT, and moves the TAT to
+``max(TAT, now) + period`` (``period = 1 / rate``).  The guarantees, for a bucket started
+(or restarted) full at ``s``, are about the clock readings passed to
+:meth:`TokenBucket.try_acquire` that it granted:
 
-- A caller that was backlogged since its last call gets the ticks it missed at once, so the
-  long-run rate holds: no drift, even under load.  That is a caller that was refused a
-  token, waited, and came back late (its thread was not scheduled in time: another thread
-  held the GIL, the machine was busy), and one that says so (``backlogged=True``: it had
-  work waiting all along but got back late from its previous grant, GIL-starved while it
-  pushed the job).
-- Ticks that passed while nobody asked (the dispatcher had nothing to dispatch, or was
-  blocked on a full pool after its last grant) are dropped beyond ``burst``, as Go's
-  ``time.Ticker`` drops them: after an idle spell up to ``burst`` grants come at once, the
-  next one at the next tick of the grid.
+- any window of ``w`` seconds holds at most ``floor(w * rate) + burst`` grants.  With
+  ``burst=1``: no two grants closer than the period, whatever the caller does;
+- by time ``t`` at most ``rate * (t - s) + burst`` grants have been made in all.
 
-The guarantees, for a bucket started at ``s``:
+A grant may come up to a nanosecond early (``_TOLERANCE``: float rounding of clock readings),
+so "closer than the period" means closer than ``period - 1e-9`` seconds.
 
-- by time ``t`` at most ``rate * (t - s) + burst`` grants have been made in all, and
-- for a caller that comes back on time, any window of ``w`` seconds holds fewer than
-  ``rate * w + burst + 1`` grants (the one extra is a tick that a late wake-up catches up
-  on); a caller that comes back late after a refusal gets its missed ticks back to back.
+While the caller comes back in time (not after the TAT), grants stay on a fixed grid
+``origin + k * period``, counted in whole periods so that no rounding accumulates.  A grant
+made after the TAT (the bucket had filled up: after an idle spell, or a wake-up more than
+``burst - 1`` periods late) moves the grid's origin to that grant, and the next token is due
+a full period after it.  Lateness is therefore never caught up beyond the bucket's capacity:
+with ``burst=1`` a late caller gets its token late and the next one a full period later, so
+a caller that keeps waking up late gets less than ``rate``.  A ``burst`` of ``b`` lets a
+caller come back up to ``b - 1`` periods late at no cost to the long-run rate (it then takes
+the tokens that piled up back to back), at the price of up to ``b`` grants in a row.
 """
 
 from __future__ import annotations
@@ -42,13 +44,15 @@ _TOLERANCE = 1e-9
 class TokenBucket:
     """A token bucket with ``rate`` tokens a second and room for ``burst`` of them.
 
-    The bucket starts full.
+    The bucket starts full.  Its guarantees are in the module docstring: any window of ``w``
+    seconds holds at most ``floor(w * rate) + burst`` grants; with ``burst=1``, no two grants
+    are closer than ``1 / rate`` seconds.
 
     Thread-safety: not thread-safe; owned by the one thread that dispatches (the
     Dispatcher's).
     """
 
-    __slots__ = ("_backlog_until", "_next", "_period", "_refused", "_start", "burst", "rate")
+    __slots__ = ("_next", "_origin", "_period", "burst", "rate")
 
     def __init__(self, rate: float, burst: int = 1, *, start: float) -> None:
         """Create a bucket.
@@ -66,17 +70,15 @@ class TokenBucket:
             raise ValueError("rate must be finite; pass no rate at all for no rate limit")
         self.burst = check_count("burst", burst, 1)
         self._period = 1.0 / self.rate
-        self._start = check_real("start", start)
-        # The grid index of the next token's theoretical arrival time (GCRA): that time is
-        # _start + _next * _period, and a grant is allowed from (burst - 1) periods before
-        # it.  Counting in whole periods keeps the grid exact: no rounding accumulates.
+        # The TAT is _origin + _next * _period: counting in whole periods from an origin keeps
+        # the grid exact while the caller is on time.  _next == 0 until the first grant (a
+        # grant leaves it >= 1), which restart() relies on.
+        self._origin = check_real("start", start)
         self._next = 0
-        self._refused = False  # the last call was refused: the caller is waiting for a token
-        self._backlog_until = -math.inf  # ticks up to here are owed to a caller that waited
 
     @classmethod
     def every(cls, interval: float, *, start: float) -> TokenBucket:
-        """A fixed-interval ticker: one grant every ``interval`` seconds, no bursts."""
+        """A fixed-interval ticker: no two grants closer than ``interval`` seconds."""
         interval = check_number("interval", interval, minimum=0.0, inclusive=False)
         if math.isinf(interval) or math.isinf(1.0 / interval):
             raise ValueError(f"interval must be finite and representable, got {interval!r}")
@@ -84,13 +86,35 @@ class TokenBucket:
         bucket._period = interval  # exactly, not 1 / (1 / interval)
         return bucket
 
+    def restart(self, now: float) -> None:
+        """Start the bucket afresh at ``now``: full, its grid counted from ``now``.
+
+        For a bucket made before the clock reading at which it should start counting, such
+        as a Dispatcher's, made at construction and restarted by ``start()``.  Call it from
+        the thread that owns the bucket, or before that thread starts.
+
+        Args:
+            now: the clock reading at which the bucket starts, full.
+
+        Raises:
+            RuntimeError: the bucket has already granted a token: refilling it could put two
+                grants closer than the guarantees allow.
+            TypeError, ValueError: ``now`` is not a finite number.
+        """
+        now = check_real("now", now)
+        if self._next != 0:
+            raise RuntimeError("restart() must come before the bucket's first grant")
+        self._origin = now
+
     def try_acquire(self, now: float, *, backlogged: bool = False) -> float:
         """Take a token if one is available at ``now``.
 
         Args:
             now: the clock reading.
-            backlogged: the caller had work waiting for a token ever since its previous
-                call: the ticks it missed since are owed to it, not dropped as idle ones.
+            backlogged: ignored, accepted so that existing callers need no change.  (It used
+                to make the bucket owe a late caller the ticks it missed, granted back to
+                back; now a late caller, backlogged or idle, gets at most ``burst`` tokens
+                back to back, as the guarantees require.)
 
         Returns:
             0.0 if a token was taken; otherwise the seconds until one is available (no token
@@ -105,21 +129,14 @@ class TokenBucket:
             now = check_real("now", now)
         ready_at = self.next_ready()
         if now < ready_at - _TOLERANCE:
-            self._refused = True
             return ready_at - now
-        if self._refused or backlogged:
-            # The caller waited for this token, or was busy with the previous one, and may
-            # come back late: every tick up to now is owed to it (it asks again at once,
-            # catching up), none is dropped.
-            self._refused = False
-            self._backlog_until = now
-        tat = self._start + self._next * self._period
-        idle_from = max(tat, self._backlog_until)
-        if now > idle_from:
-            # Nobody asked for a while: tokens beyond the burst were lost.  Stay on the grid:
-            # skip the whole periods that passed, never the fraction of one.
-            self._next += math.floor((now - idle_from + _TOLERANCE) / self._period)
-        self._next += 1
+        if now > self._origin + self._next * self._period:
+            # Past the TAT: the bucket was full, and the tokens beyond it are lost.  The next
+            # one is due a full period after this grant: the grid starts again here.
+            self._origin = now
+            self._next = 1
+        else:
+            self._next += 1
         return 0.0
 
     def grant_time(self) -> float:
@@ -132,7 +149,7 @@ class TokenBucket:
 
     def next_ready(self) -> float:
         """The earliest clock reading at which a token is available."""
-        return self._start + (self._next - self.burst + 1) * self._period
+        return self._origin + (self._next - self.burst + 1) * self._period
 
     def __repr__(self) -> str:
         return f"TokenBucket(rate={self.rate!r}, burst={self.burst!r})"

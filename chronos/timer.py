@@ -1,13 +1,18 @@
-"""The pool's timer thread: attempt deadlines and delayed re-entries (retry backoff).
+"""The pool's timer thread: attempt deadlines and delayed calls, in one heap.
 
-One thread per pool does both, so a per-job timeout costs no thread handoff and no heap
-entry: each worker publishes its running attempt (with its deadline, if any) on its slot,
-and the timer sleeps until the earliest deadline among the slots or the earliest delayed
-call, whichever comes first.  A worker that arms a deadline earlier than the one the timer
-sleeps towards wakes it (:meth:`Timer.deadline_armed`); with one timeout for every job that
-never happens after the first, because later attempts have later deadlines.
+The timer only keeps time.  It never runs user code and never blocks on anything a user
+controls: what it calls is chronos's own short, non-blocking bookkeeping (fencing an attempt
+that passed its deadline, handing work to the pool's :class:`chronos.handoff.Handoff`),
+and anything that may run user code (retry policies, loggers, done-callbacks) or start a
+thread is handed on from there.
 
-Retries wait in a heap of ``(when, seq, callback, args)``; they hold no worker thread.
+Entries arrive through an inbox (a C ``SimpleQueue``: no Python-level lock on the worker's
+path) and the timer thread alone owns the heap, so arming a deadline costs one ``put`` and,
+only when the new deadline comes before the one the timer sleeps towards, one
+``Event.set``.  A deadline entry names its slot and attempt, never the job; when it comes due
+the callback checks that the attempt is still the one running there (lazy deletion), so an
+attempt that ended in time costs nothing more.  Stale entries of attempts that ended long
+before their deadline are swept out whenever they make up most of the heap.
 """
 
 from __future__ import annotations
@@ -15,25 +20,22 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import queue
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from chronos.clock import Clock
 
 __all__ = ["Timer"]
 
-
-class Watched(Protocol):
-    """A worker slot as the timer sees it: ``current`` is ``(job, attempt)`` or None."""
-
-    current: tuple[Any, Any] | None
-
-
-#: A delayed call that came due, ``(callback, args)``.
-_Call = tuple[Callable[..., None], tuple[Any, ...]]
-#: A watched slot and the attempt it published, past its deadline.
-_Expired = tuple[Watched, tuple[Any, Any]]
+#: ``(when, seq, callback, args)``.  ``seq`` is unique, so entries never compare further.
+_Entry = tuple[float, int, Callable[..., None], tuple[Any, ...]]
+#: Sweep stale entries when the heap is larger than this (and than twice what it held after
+#: the last sweep).
+_SWEEP_AT = 1024
+#: Wake the timer to sweep when this many entries wait in the inbox, whatever their time.
+_INBOX_LIMIT = 4096
 
 
 class Timer:
@@ -41,33 +43,34 @@ class Timer:
 
     Args:
         clock: the pool's clock.
-        on_deadline: called on the timer thread as ``on_deadline(slot, current)`` when the
-            attempt in ``current`` passed its deadline.  It must clear ``slot.current`` (or
-            the worker must have), or it is called again.
         on_error: called with any exception a callback raised; the timer keeps going.
         name: the thread's name.
+        is_stale: for the sweep, ``is_stale(callback, args)`` says whether an entry can be
+            dropped unfired (an attempt that ended before its deadline).
 
-    Thread-safety: every public method may be called from any thread.  Callbacks run on the
-    timer thread, outside the timer's lock.
+    Thread-safety: :meth:`call_at`, :meth:`stop` and the properties may be called from any
+    thread.  Callbacks run on the timer thread, one at a time, and must be quick, never
+    block and never run user code.
     """
 
     def __init__(
         self,
         clock: Clock,
-        on_deadline: Callable[[Any, tuple[Any, Any]], None],
         on_error: Callable[[str, BaseException], None],
         name: str,
+        is_stale: Callable[[Callable[..., None], tuple[Any, ...]], bool] | None = None,
     ) -> None:
         self._clock = clock
-        self._on_deadline = on_deadline
         self._on_error = on_error
+        self._is_stale = is_stale
         self._name = name
-        self._lock = threading.Lock()  # guards _heap, _thread, _stopping
-        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
-        self._seq = itertools.count()
-        self._slots: tuple[Watched, ...] = ()  # replaced whole (copy on write) under _lock
+        self._inbox: queue.SimpleQueue[_Entry] = queue.SimpleQueue()
+        self._heap: list[_Entry] = []  # the timer thread's only
+        self._sweep_at = _SWEEP_AT  # the timer thread's only
+        self._seq = itertools.count()  # next() is atomic in CPython
         self._wakeup = threading.Event()
         self._next_wake = math.inf  # written by the timer thread only
+        self._start_lock = threading.Lock()  # guards _thread and _stopping
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -75,46 +78,30 @@ class Timer:
     def thread(self) -> threading.Thread | None:
         return self._thread
 
+    def pending(self) -> int:
+        """How many entries the timer holds (approximate while others add entries)."""
+        return len(self._heap) + self._inbox.qsize()
+
     def call_at(self, when: float, callback: Callable[..., None], *args: Any) -> None:
-        """Run ``callback(*args)`` on the timer thread once the clock reaches ``when``."""
-        with self._lock:
-            if self._stopping:
-                return
-            heapq.heappush(self._heap, (when, next(self._seq), callback, args))
-            is_first = self._heap[0][0] == when
-            self._ensure_started()
-        if is_first and when < self._next_wake:
-            self._wakeup.set()
+        """Run ``callback(*args)`` on the timer thread once the clock reaches ``when``.
 
-    def watch(self, slot: Watched) -> None:
-        """Start watching ``slot.current`` for deadlines."""
-        with self._lock:
-            self._slots = (*self._slots, slot)
-
-    def unwatch(self, slot: Watched) -> None:
-        """Stop watching ``slot``."""
-        with self._lock:
-            self._slots = tuple(s for s in self._slots if s is not slot)
-
-    def deadline_armed(self, deadline: float) -> None:
-        """A watched slot just published an attempt that ends at ``deadline``."""
+        ``callback`` must be quick and run no user code (see the module docstring).  Never
+        blocks beyond starting the timer thread the first time.
+        """
+        self._inbox.put((when, next(self._seq), callback, args))
         if self._thread is None:
-            with self._lock:
-                if self._stopping:
-                    return
-                self._ensure_started()
-        if deadline < self._next_wake:
+            self._ensure_started()
+        if when < self._next_wake or self._inbox.qsize() >= _INBOX_LIMIT:
             self._wakeup.set()
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop the thread (dropping delayed calls) and join it.  Idempotent.
+        """Stop the thread (dropping what is left) and join it.  Idempotent.
 
         Returns:
             True if the thread is gone (or never started).
         """
-        with self._lock:
+        with self._start_lock:
             self._stopping = True
-            self._heap.clear()
             thread = self._thread
         self._wakeup.set()
         if thread is None or thread is threading.current_thread():
@@ -122,65 +109,54 @@ class Timer:
         thread.join(timeout)
         return not thread.is_alive()
 
-    def _ensure_started(self) -> None:  # caller holds _lock
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
+    def _ensure_started(self) -> None:
+        with self._start_lock:
+            if self._thread is not None or self._stopping:
+                return
+            thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread = thread
+        # Started outside the lock: nothing waits for _start_lock while a thread starts.
+        thread.start()
 
     def _run(self) -> None:
         clock = self._clock
-        while True:
+        heap = self._heap
+        while not self._stopping:
             self._wakeup.clear()
-            # From here until _next_wake is set again, any worker that arms a deadline wakes
-            # us, so a deadline published while we scan is never missed.
+            # From here until _next_wake is set again, whoever adds an entry wakes us, so an
+            # entry added while we look is never missed.
             self._next_wake = math.inf
-            work = self._collect(clock.now())
-            if work is None:
-                return
-            due, expired, next_due = work
-            if due or expired:
-                self._fire(due, expired)
+            self._take_inbox()
+            now = clock.now()
+            while heap and heap[0][0] <= now and not self._stopping:
+                _, _, callback, args = heapq.heappop(heap)
+                try:
+                    callback(*args)
+                except BaseException as exc:  # a bug must not stop every later timeout
+                    self._on_error("timer", exc)
+                del callback, args  # an idle timer holds nothing of a job
+                if not self._inbox.empty():
+                    self._take_inbox()
+            if self._stopping:
+                break
+            if not self._inbox.empty():
                 continue
-            # Nothing of a job is held from here (the scan ran in _collect, whose locals are
-            # gone): an idle timer keeps no finished job, nor its result, alive.
+            next_due = heap[0][0] if heap else math.inf
             self._next_wake = next_due
             clock.wait_until(self._wakeup, None if next_due == math.inf else next_due)
+        heap.clear()
 
-    def _collect(self, now: float) -> tuple[list[_Call], list[_Expired], float] | None:
-        """The delayed calls due and the attempts past their deadline at ``now``, and when
-        to look next; None once the timer is stopping."""
-        due: list[_Call] = []
-        with self._lock:
-            if self._stopping:
-                return None
-            heap = self._heap
-            while heap and heap[0][0] <= now:
-                _, _, callback, args = heapq.heappop(heap)
-                due.append((callback, args))
-            next_due = heap[0][0] if heap else math.inf
-            slots = self._slots
-        expired: list[_Expired] = []
-        for slot in slots:
-            current = slot.current
-            if current is None:
-                continue
-            deadline = current[1].deadline
-            if deadline is None:
-                continue
-            if deadline <= now:
-                expired.append((slot, current))
-            elif deadline < next_due:
-                next_due = deadline
-        return due, expired, next_due
-
-    def _fire(self, due: list[_Call], expired: list[_Expired]) -> None:
-        for slot, current in expired:
-            try:
-                self._on_deadline(slot, current)
-            except BaseException as exc:  # a bug must not stop every later timeout
-                self._on_error("timer.on_deadline", exc)
-        for callback, args in due:
-            try:
-                callback(*args)
-            except BaseException as exc:
-                self._on_error("timer.callback", exc)
+    def _take_inbox(self) -> None:
+        """Move the inbox into the heap; sweep stale entries when the heap grew large."""
+        heap = self._heap
+        inbox = self._inbox
+        try:
+            while True:
+                heapq.heappush(heap, inbox.get_nowait())
+        except queue.Empty:
+            pass
+        if len(heap) > self._sweep_at and self._is_stale is not None:
+            is_stale = self._is_stale
+            heap[:] = [entry for entry in heap if not is_stale(entry[2], entry[3])]
+            heapq.heapify(heap)
+            self._sweep_at = max(_SWEEP_AT, 2 * len(heap))

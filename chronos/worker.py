@@ -5,11 +5,16 @@ watches for deadlines and shutdown reads to cancel running jobs.  When an attemp
 by someone other than its thread (timeout, immediate shutdown), the thread is *abandoned*:
 it is no longer one of the pool's ``max_workers`` and its late result is dropped.  When it
 finally returns it rejoins the pool if the pool is short of workers, and exits otherwise.
+
+A worker holds its pool weakly while it waits for a job (as ThreadPoolExecutor's do), so a
+pool that its program dropped without ``shutdown()`` is collected, and its idle workers,
+woken by the pool's finalizer, exit.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from chronos import context
@@ -27,7 +32,8 @@ _local = threading.local()
 
 def current_pool() -> WorkerPool | None:
     """The pool whose worker thread this is, or None on any other thread."""
-    return getattr(_local, "pool", None)
+    pool_ref: weakref.ref[WorkerPool] | None = getattr(_local, "pool_ref", None)
+    return None if pool_ref is None else pool_ref()
 
 
 class WorkerSlot:
@@ -64,30 +70,45 @@ class WorkerSlot:
         return f"<WorkerSlot {self.name} abandoned={self.abandoned}>"
 
 
-def worker_main(pool: WorkerPool, slot: WorkerSlot) -> None:
+def worker_main(pool_ref: weakref.ref[WorkerPool], slot: WorkerSlot) -> None:
     """The body of every worker thread."""
-    _local.pool = pool
+    pool = pool_ref()
+    if pool is None:
+        return
+    _local.pool_ref = pool_ref
     context._bind_worker(slot, pool._clock)
     if not pool._run_initializer():
         pool._thread_exited(slot)
         return
     work_queue = pool._queue
+    del pool  # waiting for a job, a worker does not keep its pool alive
     while True:
         try:
             job = work_queue.get()
             if job is None:  # stop sentinel: pass it on to the next worker
                 work_queue.put_overflow(None)
                 break
+            pool = pool_ref()
+            if pool is None:  # cannot happen: a queued job's route holds its pool
+                break
             run_attempt(pool, job, slot)
             del job
-            if slot.abandoned and not pool._rejoin(slot):
+            if (slot.abandoned or slot.interrupted) and not pool._rejoin(slot):
                 return
+            del pool
         except JobInterrupted:
             # An interrupt meant for a job that had already returned; the slot was abandoned.
             if not slot.interrupted:
                 raise
-            pool._rejoin(slot)
+            pool = pool_ref()
+            if pool is not None:
+                pool._rejoin(slot)
             return
         except BaseException as exc:  # chronos bug: log it, keep the thread
-            pool._events.internal_error("worker", exc)
-    pool._thread_exited(slot)
+            pool = pool_ref()
+            if pool is not None:
+                pool._events.internal_error("worker", exc)
+            pool = None
+    pool = pool_ref()
+    if pool is not None:
+        pool._thread_exited(slot)

@@ -7,6 +7,7 @@ process: ``python -m chronos`` and the ``chronos`` script, and the demo on a pse
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -19,15 +20,18 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
 import chronos
-from chronos import Job, NonRetryableError, RetryPolicy, WorkerPool
+from chronos import Job, JobTimeoutError, NonRetryableError, RetryPolicy, WorkerPool
 from chronos.cli import build_parser, configure_logging, main
+from chronos.job import Attempt, AttemptOutcome
 from chronos.progress import Console, LineLogger, ProgressTicker, render_progress
-from chronos.report import DispatchMeter, RunReport, summarize
+from chronos.report import DispatchMeter, JobSummary, RunReport, summarize
+from chronos.stats import LatencySummary, StatsSnapshot
 from chronos.testing import FakeClock
 from tests.conftest import Gate
 
@@ -71,6 +75,34 @@ def test_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "run the bundled demo" in capsys.readouterr().out
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """The options of a --help text: each flag and its help, on one line."""
+    entries: dict[str, str] = {}
+    flag = ""
+    for line in text.split("options:", 1)[1].splitlines():
+        if line.startswith("  -"):
+            flag = line.split()[0].rstrip(",")
+            entries[flag] = ""
+        if flag:
+            entries[flag] = " ".join([entries[flag], line.strip()]).strip()
+    return entries
+
+
+def test_help_shows_each_default_once(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    entries = help_entries(capsys.readouterr().out)
+    assert len(entries) >= 15
+    for text in entries.values():
+        assert text.count("default") <= 1, text
+        assert "(default: None)" not in text and "(default: False)" not in text, text
+    assert entries["--jobs"].endswith("how many jobs (default: 15)")
+    assert "(default: 0.3, unless --rate is given)" in entries["--interval"]
+    assert "(default: 1.0)" in entries["--timeout"]
+    assert "(default: a random one" in entries["--seed"]
+    assert "default" not in entries["--json"] + entries["--rate"] + entries["--no-progress"]
 
 
 @pytest.mark.parametrize(
@@ -326,6 +358,101 @@ def test_report_lists_what_did_not_succeed(gate: Gate) -> None:
     assert "n/a (no dispatcher)" in text
     assert json.loads(json.dumps(report.as_dict()))["unsuccessful"][0]["name"] == "fail"
     assert "... and 2 more" in report.format(max_listed=2)
+
+
+def snapshot(**counts: Any) -> StatsSnapshot:
+    """A StatsSnapshot of a pool that ran nothing, with ``counts`` changed."""
+    with WorkerPool(1) as pool:
+        pass
+    return dataclasses.replace(pool.stats.snapshot(), **counts)
+
+
+def report_of(stats: StatsSnapshot, **fields: Any) -> str:
+    return RunReport(
+        stats=stats, wall_time=1.0, jobs=0, not_submitted=0, unsuccessful=(), **fields
+    ).format()
+
+
+def test_report_counts_are_pluralised() -> None:
+    one = snapshot(
+        submitted=1, succeeded=1, attempts=2, retries=1, attempt_timeouts=1,
+        run_time=LatencySummary.of(1, [0.5], 0.5), queue_wait=LatencySummary.of(1, [0.0], 0.0),
+    )  # fmt: skip
+    text = report_of(one, dispatched=1)
+    assert "attempts    2 (1 retry)\n" in text
+    assert "timeouts    1 attempt timed out\n" in text
+    assert "dispatch    1 dispatch\n" in text
+    assert "(1 sample)" in text and "samples" not in text
+    many = report_of(snapshot(attempts=5, retries=2, attempt_timeouts=0), dispatched=0)
+    assert "(2 retries)" in many and "0 attempts timed out" in many and "0 dispatches" in many
+    assert "(0 retries)" in report_of(snapshot(attempts=1, retries=0))
+
+
+@pytest.mark.parametrize(
+    ("achieved", "limit", "shown"),
+    [
+        (20 / 5.995, 1 / 0.3, "3.33/s achieved (limit 3.33/s)"),  # 3.336: not "3.34"
+        (1 / 0.3, 1 / 0.3, "3.33/s achieved (limit 3.33/s)"),
+        (199.999, 200.0, "199.99/s achieved (limit 200.00/s)"),
+        (2.0, 2.0, "2.00/s achieved (limit 2.00/s)"),
+        (0.0499999, 0.05, "0.0499/s achieved (limit 0.0500/s)"),
+        (1.5, None, "1.50/s achieved\n"),
+    ],
+)
+def test_report_never_rounds_the_achieved_rate_above_the_limit(
+    achieved: float, limit: float | None, shown: str
+) -> None:
+    text = report_of(snapshot(), dispatched=21, dispatch_rate=achieved, target_rate=limit)
+    assert f"dispatch    21 dispatches, {shown}" in text
+
+
+def test_report_counts_as_abandoned_only_threads_still_running() -> None:
+    none_left = report_of(snapshot(abandoned_threads=0, abandoned_threads_total=3))
+    assert (
+        "threads     0 abandoned: still running an attempt that timed out or was cancelled\n"
+        in none_left
+    )
+    assert "3 left mid-attempt by a timeout or shutdown, 3 of them since returned" in none_left
+    one_left = report_of(snapshot(abandoned_threads=1, abandoned_threads_total=3))
+    assert "threads     1 abandoned: still running" in one_left
+    assert "3 left mid-attempt by a timeout or shutdown, 2 of them since returned" in one_left
+    never = report_of(snapshot())
+    assert "threads     0 abandoned: still running" in never and "left mid-attempt" not in never
+
+
+def timed_out_job(number: int, error: BaseException) -> Job[int]:
+    job = Job(int, name=f"job-{number}")
+    job.attempts.append(
+        Attempt(number, "w", started=10.0, deadline=11.0, ended=11.0,
+                outcome=AttemptOutcome.TIMED_OUT, error=error)
+    )  # fmt: skip
+    return job
+
+
+def test_report_words_every_timeout_alike(gate: Gate) -> None:
+    """The pool's timer and a job stepping out at its deadline raise different messages."""
+    engine = timed_out_job(1, JobTimeoutError("job #1 (job-1) attempt 1 exceeded its 1s timeout"))
+    cooperative = timed_out_job(1, JobTimeoutError("job #2 attempt 1 timed out"))
+    demo = timed_out_job(1, JobTimeoutError("Payload-3: attempt 1 passed its deadline"))
+    errors = {JobSummary.of(job).error for job in (engine, cooperative, demo)}
+    assert errors == {"JobTimeoutError('attempt 1 exceeded its 1 s timeout')"}
+    # The same in a real run; a job's own TimeoutError is a failure, worded as raised.
+    with WorkerPool(2, timeout=0.05, retry=RetryPolicy(max_attempts=1)) as pool:
+        hung = pool.submit(gate.wait)
+        assert isinstance(hung.exception(WAIT), JobTimeoutError)
+        gate.open()
+        own = pool.submit(raise_timeout)
+        assert isinstance(own.exception(WAIT), TimeoutError)
+    text = summarize(pool, [hung, own], wall_time=1.0).format()
+    assert (
+        "timed out after 1 attempt: JobTimeoutError('attempt 1 exceeded its 0.05 s timeout')"
+        in text
+    )
+    assert "failed after 1 attempt: TimeoutError('socket read timed out')" in text
+
+
+def raise_timeout() -> None:
+    raise TimeoutError("socket read timed out")
 
 
 def test_report_exit_status() -> None:

@@ -81,9 +81,9 @@ def parse_report(text: str) -> dict[str, Any]:
         text,
         re.MULTILINE,
     )
-    attempts = re.search(r"^attempts +(\d+) \((\d+) retries\)$", text, re.MULTILINE)
-    timeouts = re.search(r"^timeouts +(\d+) attempts timed out$", text, re.MULTILINE)
-    dispatch = re.search(r"^dispatch +(\d+) dispatches", text, re.MULTILINE)
+    attempts = re.search(r"^attempts +(\d+) \((\d+) retr(?:y|ies)\)$", text, re.MULTILINE)
+    timeouts = re.search(r"^timeouts +(\d+) attempts? timed out$", text, re.MULTILINE)
+    dispatch = re.search(r"^dispatch +(\d+) dispatch(?:es)?\b", text, re.MULTILINE)
     assert jobs and attempts and timeouts and dispatch, text
     submitted, succeeded, failed, timed_out, cancelled = map(int, jobs.groups())
     listed = re.findall(r"^  #\d+ +(job-\d+) +(.*)$", text, re.MULTILINE)
@@ -109,7 +109,7 @@ def events(stderr: str, name: str) -> list[str]:
 # -- the scenario, in-process ---------------------------------------------------------------
 
 
-def test_defaults_are_the_seeds_scenario() -> None:
+def test_defaults_are_the_demo_scenario() -> None:
     c = DemoConfig()
     assert (c.jobs, c.workers, c.interval, c.rate, c.timeout) == (15, 4, 0.3, None, 1.0)
     assert (c.failure_rate, c.min_work, c.max_work, c.max_attempts) == (0.2, 0.1, 1.0, 3)

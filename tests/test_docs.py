@@ -23,7 +23,15 @@ import chronos
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-REQUIRED = ["index.md", "guide.md", "timeouts.md", "shutdown.md", "api.md", "migrating.md"]
+REQUIRED = [
+    "index.md",
+    "guide.md",
+    "timeouts.md",
+    "shutdown.md",
+    "api.md",
+    "migrating.md",
+    "asyncio.md",
+]
 #: Info strings that mark a fenced block as Python: every such block is run.
 PYTHON_TAGS = {"python", "py", "python3"}
 FENCE = re.compile(r"^```([\w+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -103,7 +111,8 @@ def test_every_page_is_there_with_examples() -> None:
     names = {page.name for page in PAGES}
     assert set(REQUIRED) <= names
     with_python = {block.page.name for block in PYTHON_BLOCKS}
-    assert {"README.md", "guide.md", "timeouts.md", "shutdown.md", "migrating.md"} <= with_python
+    pages = {"README.md", "guide.md", "timeouts.md", "shutdown.md", "migrating.md", "asyncio.md"}
+    assert pages <= with_python
     assert "api.md" in with_python
 
 

@@ -10,8 +10,9 @@ import structlog
 from structlog.testing import capture_logs
 
 from chronos import Dispatcher, Job, RetryPolicy, WorkerPool
+from chronos.attempts import COOPERATION_GRACE
 from chronos.testing import FakeClock
-from tests.conftest import Gate
+from tests.conftest import Gate, wait_until
 
 
 def test_every_lifecycle_event_is_logged_with_the_job_bound(clock: FakeClock, gate: Gate) -> None:
@@ -32,6 +33,8 @@ def test_every_lifecycle_event_is_logged_with_the_job_bound(clock: FakeClock, ga
             assert gate.entered(1)
             clock.advance(5.0)
             assert hung.exception(timeout=5) is not None
+            clock.advance(COOPERATION_GRACE)  # the hung thread is abandoned
+            wait_until(lambda: pool.stats.snapshot().abandoned_threads == 1)
         gate.open()
         pool.shutdown()
     events = [e["event"] for e in logs]
@@ -73,7 +76,10 @@ def test_unconfigured_structlog_gets_only_warnings(capsys: object) -> None:
         pool.submit(boom).exception(timeout=5)
     captured = capsys.readouterr()  # type: ignore[attr-defined]
     assert "job.started" not in captured.err and "job.succeeded" not in captured.err
-    assert "job.failed" in captured.err and "visible" in captured.err
+    # One line for the job that gave up (with its traceback), nothing for routine steps.
+    assert "job.failed" not in captured.err
+    assert "job.gave_up" in captured.err and "visible" in captured.err
+    assert "Traceback" in captured.err and 'raise ValueError("visible")' in captured.err
     assert captured.out == ""
 
 

@@ -110,8 +110,8 @@ def led_to_retry(status: JobStatus, outcomes: list[AttemptOutcome | None]) -> in
     if not outcomes:
         return 0
     last_retried = outcomes[-1] in (AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT) and (
-        status not in (S.FAILED, S.TIMED_OUT)
-    )
+        status not in (S.FAILED, S.TIMED_OUT, S.RUNNING)  # RUNNING: the timer fenced it, and
+    )  # what follows is being decided
     return len(outcomes) - 1 + last_retried
 
 
@@ -151,7 +151,7 @@ class PoolMachine(RuleBasedStateMachine):
         body = Body(kind, len(self.tracked))
         future = self.pool.submit(body)
         job = future.job
-        assert job.fn is body
+        assert job.fn is body or job.status.is_terminal  # a finished job releases it
         self.tracked.append(Tracked(body, future, job))
 
     @rule(dt=st.sampled_from([0.25, 0.5, TIMEOUT, 2.0, DRAIN_STEP]))
@@ -270,13 +270,15 @@ class PoolMachine(RuleBasedStateMachine):
                 assert earlier.ended is not None
                 backoff = BACKOFF * 2 ** (earlier.number - 1)
                 assert later.started >= earlier.ended + backoff, "retried before its backoff"
-            if status is S.RUNNING:
-                assert attempts and attempts[-1].outcome is None
+            if status is S.RUNNING:  # its attempt runs, or the timer fenced it: being settled
+                assert attempts and (
+                    attempts[-1].outcome is None or attempts[-1].ended_by == "timer"
+                )
 
     @invariant()
     def threads_are_bounded(self) -> None:
-        # Workers, plus at most max_abandoned_threads hung ones, plus the timer.
-        assert len(self.pool.threads()) <= MAX_WORKERS + MAX_ABANDONED + 1
+        # Workers, plus at most max_abandoned_threads hung ones.
+        assert len(self.pool.worker_threads()) <= MAX_WORKERS + MAX_ABANDONED
 
     # -- helpers ----------------------------------------------------------------------------------
 

@@ -244,8 +244,8 @@ class ChaosConfig:
 
     @property
     def thread_cap(self) -> int:
-        """Workers, plus the abandoned threads that may be replaced, plus the timer."""
-        return self.max_workers + self.abandoned_cap + 1
+        """Workers, plus the abandoned threads that may be replaced."""
+        return self.max_workers + self.abandoned_cap
 
 
 @dataclass(frozen=True)
@@ -636,7 +636,7 @@ class Chaos:
         return threads
 
     def _see_threads(self) -> None:
-        self.max_threads_seen = max(self.max_threads_seen, len(self.pool.threads()))
+        self.max_threads_seen = max(self.max_threads_seen, len(self.pool.worker_threads()))
 
     def wait_for_threads(self, limit: float = 10.0) -> None:
         """Release every hang and wait until every thread the pool (and its Dispatcher)
@@ -654,8 +654,8 @@ class Chaos:
 
 
 def by_timer(attempt: Attempt) -> bool:
-    """The pool's timer (not the job) ended this attempt at its deadline."""
-    return attempt.outcome is Outcome.TIMED_OUT and "exceeded its" in str(attempt.error)
+    """The pool's timer (not the job's thread) ended this attempt at its deadline."""
+    return attempt.outcome is Outcome.TIMED_OUT and attempt.ended_by == "timer"
 
 
 def led_to_retry(status: JobStatus, attempts: Sequence[Attempt]) -> int:
@@ -807,7 +807,10 @@ class _Books:
             elif by_timer(attempt):
                 self.tally["ended_by_pool"] += 1
                 self.tally["lag_timeouts"] += action not in NEED_A_DEADLINE
-            elif action is not Action.COOP_HANG or call is None or error is not call.raised:
+            elif call is None or (
+                error is not call.raised  # a cooperative job's own JobTimeoutError, or...
+                and not ("exceeded its" in str(error) and error.__cause__ is call.raised)
+            ):  # ...its thread came back past the deadline, returning or raising: timed out
                 self.bad(t, f"{where}: {error!r} came from neither the timer nor the job")
         elif outcome is Outcome.CANCELLED:
             self.tally["ended_by_pool"] += 1

@@ -45,6 +45,7 @@ from chronos import (
     WorkerPool,
     current_job,
 )
+from chronos.attempts import COOPERATION_GRACE
 from chronos.stats import SAMPLE_WINDOW
 from chronos.testing import FakeClock
 from tests.conftest import Gate, wait_until
@@ -282,14 +283,13 @@ def check_nothing_is_left(pool: WorkerPool, dispatcher: Dispatcher, since: int) 
     assert s.abandoned_threads == 0
     assert pool._ledger.live_jobs() == []
     assert pool._queue.qsize() == 0
-    assert pool._timer._heap == []
+    wait_until(lambda: pool._timer.pending() == 0)  # the last timeouts' evictions are due
     assert pool.unfinished_jobs() == []
     for window in (pool.stats._queue_wait.window, pool.stats._run_time.window):
         assert len(window) == SAMPLE_WINDOW < s.attempts
     assert not pool._abandoned
     assert len(pool._active) <= WORKERS
-    assert len(pool._timer._slots) <= WORKERS
-    assert len(pool.threads()) <= WORKERS + 1  # and the timer
+    assert len(pool.worker_threads()) <= WORKERS
     assert not dispatcher._retries and not dispatcher._intake and not dispatcher._sources
     assert dispatcher._outstanding == 0
     assert dispatcher.leftover_jobs() == []
@@ -378,6 +378,7 @@ def test_a_timeout_and_a_submission_replace_an_abandoned_thread_once(gate: Gate)
         assert gate.entered(1)
         clock.advance(1.0)
         assert isinstance(hung.exception(timeout=5), JobTimeoutError)
+        clock.advance(COOPERATION_GRACE)  # now it is abandoned
         wait_until(lambda: pool.stats.snapshot().succeeded == 1)  # the job submitted between
         assert len(pool._active) <= pool.max_workers, "more workers than max_workers"
     finally:

@@ -97,11 +97,14 @@ class Books:
         self._lock = threading.Lock()  # guards the two fields below
         self.jobs: list[Job[Any]] = []
         self.callbacks: Counter[int] = Counter()
+        #: What each job runs (a finished job lets go of its callable).
+        self.bodies: dict[int, Callable[..., Any]] = {}
 
     def job(self, fn: Callable[..., T], name: str) -> Job[T]:
         """A new job running ``fn(name)``, registered here with a counting done-callback."""
         job = Job(fn, (name,), name=name)
         job_id = job.id
+        self.bodies[job_id] = fn
 
         def called(_: object) -> None:
             with self._lock:
@@ -186,11 +189,12 @@ def generator_phase(books: Books, logs: LogList, clock: FakeClock, gate: Gate) -
     source = Source(books, gate)
     dispatcher.dispatch(source.iterator)
     assert gate.entered(2)
-    # Three tokens went at once; the fourth job waits for the next, a FakeClock second away.
+    # Three tokens went at once; the fourth job waits for the next, a FakeClock second away,
+    # and the dispatcher's reader has read the rest ahead (fewer than READ_AHEAD).
     wait_until(
         lambda: (
-            len(source.yielded) == 4
-            and source.yielded[3].status is JobStatus.PENDING
+            len(source.yielded) == GENERATED
+            and all(job.status is JobStatus.PENDING for job in source.yielded[3:])
             and clock.waiters == 1
         )
     )
@@ -202,7 +206,12 @@ def generator_phase(books: Books, logs: LogList, clock: FakeClock, gate: Gate) -
 
     def release() -> None:
         gate.open()
-        clock.advance(100.0)  # every token the dispatcher may still ask for
+        # Every token the dispatcher may still ask for, until it is done: one period at a
+        # time (a token bucket never grants more than its burst at once, however late).
+        end = time.monotonic() + BOUND * 5
+        while dispatcher.thread.is_alive() and time.monotonic() < end:
+            clock.advance(1.0)
+            time.sleep(0.002)
 
     return Scene(
         pool,
@@ -211,7 +220,7 @@ def generator_phase(books: Books, logs: LogList, clock: FakeClock, gate: Gate) -
         logs,
         release,
         running=source.yielded[:2],
-        held=[source.yielded[3]],
+        held=source.yielded[3:],  # the one waiting for its token, the ones read ahead
         source=source,
     )
 
@@ -478,7 +487,7 @@ def check_attempts(scene: Scene, mode: Mode, job: Job[Any]) -> None:
     """How many attempts the job ran, and how its last one ended."""
     outcomes = [attempt.outcome for attempt in job.attempts]
     if job.status is JobStatus.SUCCEEDED:
-        first = [AttemptOutcome.FAILED] if job.fn is flaky else []
+        first = [AttemptOutcome.FAILED] if scene.books.bodies[job.id] is flaky else []
         assert outcomes == [*first, AttemptOutcome.SUCCEEDED], job
     elif job in scene.running:  # cut short: cancelled while running, thread abandoned
         assert mode in ("grace", "terminate")
