@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import latency, memory, rate, shutdown, throughput
+from benchmarks import latency, memory, rate, shutdown, throughput, timeouts
 from benchmarks.harness import Row, Settings, format_table, machine_info, text_row
 
 Case = Callable[[Settings], list[Row]]
@@ -38,6 +38,7 @@ CASES: dict[int, tuple[str, Case]] = {
     7: ("timeout detection delay", latency.case7),
     8: ("memory per queued job; RSS under an endless stream", memory.case8),
     9: ("shutdown latency", shutdown.case9),
+    10: ("timeout detection at scale: 10,000 own timeouts, 500 workers", timeouts.case10),
 }
 
 #: Seconds one case may take before faulthandler dumps the stacks and exits.
@@ -121,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"chronos {meta['chronos']} ({meta['chronos_commit']}), "
         f"Python {meta['python']} on {meta['platform']}, "
         f"{meta['cpus']} CPUs, {meta['date']}, {meta['mode']} mode "
-        f"(runs={settings.runs}, long runs={settings.long_runs}), {meta['seconds']} s; "
+        f"(runs={settings.runs}, long runs={settings.long_runs}, "
+        f"longest runs={settings.longest_runs}), {meta['seconds']} s; "
         f"load average at start {meta['load_average_at_start']}"
     )
     print("values: median [min-max] over runs; ratio: median of per-run chronos/baseline")

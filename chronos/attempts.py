@@ -24,6 +24,7 @@ thread shuts the pool down.
 
 from __future__ import annotations
 
+import math
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +56,6 @@ __all__ = [
     "cancel_fenced",
     "cancel_running",
     "deadline_due",
-    "is_stale",
     "requeue_retry",
     "retry_due",
     "run",
@@ -90,8 +90,8 @@ def run(pool: WorkerPool, job: Job[Any], slot: WorkerSlot) -> None:
     attempt = start_attempt(job, now, slot.name, deadline, slot)
     if attempt is None:  # cancelled while it waited in the queue
         return
-    if deadline is not None:
-        pool._arm_deadline(deadline, slot, attempt)
+    if deadline is not None and deadline < slot.check_at:
+        pool._arm_deadline(deadline, slot)  # (else the timer's next look at the slot is soon)
     events = pool._events
     if events._debug_on:
         events.started(job, attempt)
@@ -225,33 +225,39 @@ def _settled(
 # -- the timer's part: fence, then hand over -------------------------------------------------
 
 
-def deadline_due(pool_ref: weakref.ref[WorkerPool], slot: WorkerSlot, attempt: Attempt) -> None:
-    """On the timer thread: ``attempt`` reached its deadline.  Fence it and hand over."""
-    current = slot.current
-    if current is None or current[1] is not attempt:
-        return  # it ended in time
+def deadline_due(pool_ref: weakref.ref[WorkerPool], slot: WorkerSlot) -> None:
+    """On the timer thread: the time to look at ``slot`` came.  If its attempt passed its
+    deadline, fence it and hand over; if it runs one with a later deadline, look again then.
+
+    There is one look per slot at a time (give or take a duplicate): a worker arms a look
+    only for a deadline earlier than the slot's next one (``slot.check_at``), so a steady
+    stream of attempts with one timeout costs the timer one look per slot per timeout.
+    """
     pool = pool_ref()
     if pool is None:
         return
+    # check_at first, then current (the worker writes them in the other order): a worker
+    # that started an attempt meanwhile either sees inf and arms, or is seen here.
+    slot.check_at = math.inf
+    current = slot.current
+    if current is None:
+        return
+    attempt = current[1]
+    deadline = attempt.deadline
+    if deadline is None:
+        return
     now = pool._clock.now()
+    if deadline > now:
+        slot.check_at = deadline
+        pool._timer.call_at(deadline, deadline_due, pool_ref, slot)
+        return
     if not fence_attempt(current[0], attempt, _TIMED_OUT, now):
         return  # its worker (or shutdown) ended it first
     if pool._interrupt:
         _interrupt(slot, current)
     pool._handoff.submit(settle_timed_out, pool, current[0], attempt)
     # From the deadline, not from now: the same moment whenever the timer got here.
-    assert attempt.deadline is not None
-    when = attempt.deadline + COOPERATION_GRACE
-    pool._timer.call_at(when, evict_if_running, pool_ref, slot, attempt)
-
-
-def is_stale(callback: object, args: tuple[Any, ...]) -> bool:
-    """For the timer's sweep: a deadline entry whose attempt no longer runs on its slot."""
-    if callback is not deadline_due:
-        return False
-    _, slot, attempt = args
-    current = slot.current
-    return current is None or current[1] is not attempt
+    pool._timer.call_at(deadline + COOPERATION_GRACE, evict_if_running, pool_ref, slot, attempt)
 
 
 def evict_if_running(pool_ref: weakref.ref[WorkerPool], slot: WorkerSlot, attempt: Attempt) -> None:

@@ -177,9 +177,7 @@ class WorkerPool(ThreadPoolExecutor):
         self._ledger = Ledger(self.stats, self._events)
         self._queue = JobQueue(queue_size)
         self._pool_ref = weakref.ref(self)  # what the pool's own threads hold
-        self._timer = Timer(
-            self._clock, self._events.internal_error, f"{self._name}_timer", attempts.is_stale
-        )
+        self._timer = Timer(self._clock, self._events.internal_error, f"{self._name}_timer")
         self._handoff = Handoff(f"{self._name}_handoff", self._events.internal_error)
         self._threads_lock = threading.Lock()  # guards the five fields below
         self._active: set[WorkerSlot] = set()
@@ -432,11 +430,13 @@ class WorkerPool(ThreadPoolExecutor):
 
     # -- timing (see chronos.attempts): the timer keeps time, the Handoff does the rest --------
 
-    def _arm_deadline(self, deadline: float, slot: WorkerSlot, attempt: Attempt) -> None:
-        """A worker started ``attempt`` with a ``deadline``: have the timer watch it."""
+    def _arm_deadline(self, deadline: float, slot: WorkerSlot) -> None:
+        """A worker started an attempt that ends at ``deadline``, before the timer's next
+        look at its ``slot``: have the timer look then (see attempts.deadline_due)."""
         if not self._handoff.started:
             self._handoff.start()  # here, on a worker: never on the timer
-        self._timer.call_at(deadline, attempts.deadline_due, self._pool_ref, slot, attempt)
+        slot.check_at = deadline
+        self._timer.call_at(deadline, attempts.deadline_due, self._pool_ref, slot)
 
     def _schedule_retry(self, job: Job[Any], attempt: Attempt, when: float) -> None:
         """Re-queue ``job`` once the clock reaches ``when`` (the timer holds it weakly)."""
@@ -528,11 +528,20 @@ class WorkerPool(ThreadPoolExecutor):
     def _rejoin(self, slot: WorkerSlot) -> bool:
         """A thread returned from an attempt that was taken from it (abandoned), or that
         it was sent ``JobInterrupted`` for: rejoin the pool (True) or exit (False)."""
+        if slot.interrupted:
+            # It leaves, maybe with its attempt still published (the interrupt may have
+            # landed before the attempt was ended): clear it, or a timeout would abandon a
+            # thread that is gone.  (slot.lock is never taken under _threads_lock.)
+            current = slot.current
+            slot.release()
+            if current is not None:
+                self._thread_returned(current[1])  # a retry held for it may go
         fresh = None
         with self._threads_lock:
-            if slot in self._abandoned:  # idempotent: a stray interrupt may bring us back here
-                self._abandoned.discard(slot)
-                self.stats.abandoned_threads.decrement()
+            # Idempotent, and recomputed from the set: an interrupt may land in this very
+            # block (it is the interrupted thread's), and bring it back here to finish.
+            self._abandoned.discard(slot)
+            self.stats.abandoned_threads.set(len(self._abandoned))
             if slot.interrupted:
                 # The interrupt meant for its job may still land in this thread: it leaves,
                 # and a fresh thread takes its place if the pool is short of one (it may
@@ -563,11 +572,15 @@ class WorkerPool(ThreadPoolExecutor):
         with self._threads_lock:
             self._active.discard(slot)
             self._abandoned.add(slot)
-            self.stats.abandoned_threads.increment()
+            self.stats.abandoned_threads.set(len(self._abandoned))
             self.stats.abandoned_threads_total.increment()
 
     def _abandon(self, slot: WorkerSlot, replace: bool) -> bool:
         """After :meth:`_mark_abandoned`: maybe start a thread in ``slot``'s place.
+
+        Only when jobs wait in the queue: otherwise the next job to come starts one (every
+        way in, ``submit``, a retry, a Dispatcher, starts a thread while the pool has fewer
+        than ``max_workers``), so a burst of timeouts costs no burst of thread starts.
 
         Returns:
             True if a replacement thread was started.
@@ -584,6 +597,7 @@ class WorkerPool(ThreadPoolExecutor):
                 or self._stopping
                 or len(self._abandoned) > self._max_abandoned
                 or len(self._active) >= self._max_workers
+                or not self._queue.qsize()
             ):
                 return False
             fresh = self._reserve_slot()

@@ -68,6 +68,16 @@ class AtomicCounter:
             check_int("amount", amount)
         return self.increment(-amount)
 
+    def set(self, value: int) -> None:
+        """Make it ``value`` (for a gauge recomputed from its source of truth).
+
+        Raises:
+            TypeError: ``value`` is not an int.
+        """
+        value = check_int("value", value)
+        with self._lock:
+            self._value = value
+
     @property
     def value(self) -> int:
         """The current value."""

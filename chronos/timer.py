@@ -6,13 +6,12 @@ that passed its deadline, handing work to the pool's :class:`chronos.handoff.Han
 and anything that may run user code (retry policies, loggers, done-callbacks) or start a
 thread is handed on from there.
 
-Entries arrive through an inbox (a C ``SimpleQueue``: no Python-level lock on the worker's
-path) and the timer thread alone owns the heap, so arming a deadline costs one ``put`` and,
-only when the new deadline comes before the one the timer sleeps towards, one
-``Event.set``.  A deadline entry names its slot and attempt, never the job; when it comes due
-the callback checks that the attempt is still the one running there (lazy deletion), so an
-attempt that ended in time costs nothing more.  Stale entries of attempts that ended long
-before their deadline are swept out whenever they make up most of the heap.
+Entries arrive through an inbox (a C ``SimpleQueue``: no Python-level lock on the caller's
+path) and the timer thread alone owns the heap; it wakes when an entry comes due, or when a
+new one is earlier than the one it sleeps towards.  Deadlines are armed per worker slot, not
+per attempt (see :func:`chronos.attempts.deadline_due`): an attempt whose deadline is later
+than its slot's next look adds nothing, so the heap holds about one entry per worker, plus
+the retries in backoff.
 """
 
 from __future__ import annotations
@@ -31,10 +30,7 @@ __all__ = ["Timer"]
 
 #: ``(when, seq, callback, args)``.  ``seq`` is unique, so entries never compare further.
 _Entry = tuple[float, int, Callable[..., None], tuple[Any, ...]]
-#: Sweep stale entries when the heap is larger than this (and than twice what it held after
-#: the last sweep).
-_SWEEP_AT = 1024
-#: Wake the timer to sweep when this many entries wait in the inbox, whatever their time.
+#: Wake the timer to empty the inbox when this many entries wait there, whatever their time.
 _INBOX_LIMIT = 4096
 
 
@@ -45,8 +41,6 @@ class Timer:
         clock: the pool's clock.
         on_error: called with any exception a callback raised; the timer keeps going.
         name: the thread's name.
-        is_stale: for the sweep, ``is_stale(callback, args)`` says whether an entry can be
-            dropped unfired (an attempt that ended before its deadline).
 
     Thread-safety: :meth:`call_at`, :meth:`stop` and the properties may be called from any
     thread.  Callbacks run on the timer thread, one at a time, and must be quick, never
@@ -58,15 +52,12 @@ class Timer:
         clock: Clock,
         on_error: Callable[[str, BaseException], None],
         name: str,
-        is_stale: Callable[[Callable[..., None], tuple[Any, ...]], bool] | None = None,
     ) -> None:
         self._clock = clock
         self._on_error = on_error
-        self._is_stale = is_stale
         self._name = name
         self._inbox: queue.SimpleQueue[_Entry] = queue.SimpleQueue()
         self._heap: list[_Entry] = []  # the timer thread's only
-        self._sweep_at = _SWEEP_AT  # the timer thread's only
         self._seq = itertools.count()  # next() is atomic in CPython
         self._wakeup = threading.Event()
         self._next_wake = math.inf  # written by the timer thread only
@@ -147,7 +138,7 @@ class Timer:
         heap.clear()
 
     def _take_inbox(self) -> None:
-        """Move the inbox into the heap; sweep stale entries when the heap grew large."""
+        """Move the inbox into the heap."""
         heap = self._heap
         inbox = self._inbox
         try:
@@ -155,8 +146,3 @@ class Timer:
                 heapq.heappush(heap, inbox.get_nowait())
         except queue.Empty:
             pass
-        if len(heap) > self._sweep_at and self._is_stale is not None:
-            is_stale = self._is_stale
-            heap[:] = [entry for entry in heap if not is_stale(entry[2], entry[3])]
-            heapq.heapify(heap)
-            self._sweep_at = max(_SWEEP_AT, 2 * len(heap))

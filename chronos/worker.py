@@ -13,6 +13,7 @@ woken by the pool's finalizer, exit.
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -47,7 +48,16 @@ class WorkerSlot:
     under :attr:`lock`.
     """
 
-    __slots__ = ("abandoned", "current", "interrupted", "lock", "name", "running", "thread")
+    __slots__ = (
+        "abandoned",
+        "check_at",
+        "current",
+        "interrupted",
+        "lock",
+        "name",
+        "running",
+        "thread",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -59,6 +69,10 @@ class WorkerSlot:
         self.abandoned = False
         self.interrupted = False
         self.thread: threading.Thread | None = None
+        #: When the timer looks at this slot next (inf: it does not): an attempt starting
+        #: with a later deadline needs no timer entry of its own; that look re-arms for it.
+        #: Written by the slot's thread when it arms an earlier deadline, and by the timer.
+        self.check_at = math.inf
 
     def release(self) -> bool:
         """Clear ``current`` after the attempt returned; True if the slot was abandoned."""

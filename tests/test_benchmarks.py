@@ -4,12 +4,15 @@ checks a number against a target; the suite only runs ``python -m benchmarks --q
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from benchmarks import overruns, timeouts
 from benchmarks.__main__ import parse_args
 from benchmarks.harness import (
     Row,
@@ -22,7 +25,7 @@ from benchmarks.harness import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Real seconds the quick run may take on a loaded 2-core machine (it takes ~25 s idle).
+#: Real seconds the quick run may take on a loaded 2-core machine (it takes ~30 s idle).
 QUICK_RUN_TIMEOUT = 240
 
 
@@ -53,7 +56,7 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     document = json.loads(out.read_text())
     assert document["meta"]["mode"] == "quick"
     rows = document["rows"]
-    assert {row["case"] for row in rows} == {str(n) for n in range(1, 10)}
+    assert {row["case"] for row in rows} == {str(n) for n in range(1, 11)}
     assert {row["result"] for row in rows} <= {"PASS", "FAIL", "-"}
     for row in rows:  # every row of the JSON is a line of the printed table
         assert row["metric"] in done.stdout
@@ -64,7 +67,7 @@ def test_cases_and_runs_are_parsed() -> None:
     assert args.cases == [1, 3, 7]
     assert args.runs == 2
     assert args.quick
-    assert parse_args([]).cases == list(range(1, 10))
+    assert parse_args([]).cases == list(range(1, 11))
 
 
 @pytest.mark.parametrize("argv", [["--cases", "0"], ["--cases", "1,x"], ["--runs", "0"]])
@@ -75,9 +78,15 @@ def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFi
 
 
 def test_settings() -> None:
-    assert Settings.make(quick=False, runs=None) == Settings(quick=False, runs=5, long_runs=3)
-    assert Settings.make(quick=True, runs=None) == Settings(quick=True, runs=2, long_runs=1)
-    assert Settings.make(quick=True, runs=4) == Settings(quick=True, runs=4, long_runs=4)
+    assert Settings.make(quick=False, runs=None) == Settings(
+        quick=False, runs=5, long_runs=3, longest_runs=1
+    )
+    assert Settings.make(quick=True, runs=None) == Settings(
+        quick=True, runs=2, long_runs=1, longest_runs=1
+    )
+    assert Settings.make(quick=True, runs=4) == Settings(
+        quick=True, runs=4, long_runs=4, longest_runs=4
+    )
 
 
 def test_alternate_warms_up_then_swaps_the_order_every_run() -> None:
@@ -148,3 +157,59 @@ def test_table_shows_median_range_ratio_and_verdict() -> None:
         "PASS",
     ]
     assert lines[3].split()[-1] == "FAIL"
+
+
+#: Case 10 at a size the suite can afford: 30 overrunning jobs on 10 workers, a burst of 20.
+TINY = timeouts.Sizes(jobs=30, workers=10, longest=0.05, burst=20, burst_timeout=0.3, warmup_jobs=5)
+
+
+def test_timeout_detection_case_runs_at_a_tiny_size() -> None:
+    rows = timeouts.measure(TINY, runs=1)
+    metrics = [row.metric for row in rows]
+    assert all(row.case == "10" for row in rows)
+    assert len(metrics) == len(set(metrics)) == 11
+    assert metrics[0] == "30 jobs, own timeout 10 ms-50 ms, 10 workers: lateness p50 ms"
+    assert metrics[-1] == "20 attempts due at once, 20 workers: timeouts/s"
+    by_target = {row.target: row for row in rows if row.target}
+    assert set(by_target) == {"<= 5 ms", ">= 10,000/s"}  # a verdict, whatever it is
+    assert by_target["<= 5 ms"].metric.endswith("lateness p99 ms")
+    assert by_target[">= 10,000/s"].metric.startswith("20 attempts due at once")
+    for row in rows:
+        if row.data.get("chronos") and row.data.get("baseline"):
+            assert all(math.isfinite(x) for x in row.data["chronos"] + row.data["baseline"])
+    # A cooperative job raises JobTimeoutError itself if it beats the timer: none can finish
+    # without being marked timed out (unlike a non-cooperative one the timer misses).
+    cooperative = [row for row in rows if row.metric.endswith("cooperative job: lateness p99 ms")]
+    assert cooperative[0].data["unnoticed"] == [0.0]
+    assert "(ideal " in metrics[3]
+
+
+def test_timeouts_are_seeded_and_in_range() -> None:
+    first = timeouts.timeouts(100, 0.01, 1.0)
+    assert first == timeouts.timeouts(100, 0.01, 1.0)
+    assert first != timeouts.timeouts(100, 0.01, 1.0, seed=timeouts.SEED + 1)
+    assert all(0.01 <= t <= 1.0 for t in first)
+
+
+def test_ideal_rate_is_jobs_over_the_makespan_with_no_overhead() -> None:
+    assert timeouts.ideal_rate([1.0, 1.0, 1.0, 1.0], workers=2) == 2.0
+    # [3] on one worker; [1, 1, 1] one after another on the other: done at 3 s.
+    assert timeouts.ideal_rate([3.0, 1.0, 1.0, 1.0], workers=2) == 4 / 3
+    assert timeouts.ideal_rate([0.5], workers=500) == 2.0
+
+
+def test_held_clock_gives_one_reading_while_held() -> None:
+    clock = overruns.HeldClock()
+    held = clock.hold()
+    assert clock.now() == held
+    assert clock.now() == held
+    clock.release()
+    assert clock.now() >= held
+    assert clock.wait_until(threading.Event(), clock.now()) is False
+    assert clock.wait_until(_set_event(), None) is True
+
+
+def _set_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
