@@ -253,8 +253,6 @@ def deadline_due(pool_ref: weakref.ref[WorkerPool], slot: WorkerSlot) -> None:
         return
     if not fence_attempt(current[0], attempt, _TIMED_OUT, now):
         return  # its worker (or shutdown) ended it first
-    if pool._interrupt:
-        _interrupt(slot, current)
     pool._handoff.submit(settle_timed_out, pool, current[0], attempt)
     # From the deadline, not from now: the same moment whenever the timer got here.
     pool._timer.call_at(deadline + COOPERATION_GRACE, evict_if_running, pool_ref, slot, attempt)
@@ -286,15 +284,11 @@ def _abandon_locked(pool: WorkerPool, slot: WorkerSlot) -> None:
         _interrupt_locked(slot)
 
 
-def _interrupt(slot: WorkerSlot, current: tuple[Job[Any], Attempt]) -> None:
-    """``interrupt_on_timeout``: raise JobInterrupted in the thread still running ``current``
-    (a C call that runs no user code; the thread leaves the pool after its attempt)."""
-    with slot.lock:
-        if slot.current is current:
-            _interrupt_locked(slot)
-
-
 def _interrupt_locked(slot: WorkerSlot) -> None:  # caller holds slot.lock
+    """``interrupt_on_timeout``: raise JobInterrupted in the abandoned thread (a C call that
+    runs no user code; the thread leaves the pool when it returns).  Sent at the eviction,
+    not at the deadline: a thread interrupted while it may still return by itself made a
+    coverage-traced run hang (the exception can land in the tracer's own code)."""
     thread = slot.thread
     if thread is not None and thread.ident is not None:
         slot.interrupted = raise_in_thread(thread.ident, JobInterrupted)

@@ -198,7 +198,7 @@ def callable_name(fn: object) -> str:
     """
     name = getattr(fn, "__qualname__", None)  # a function's: the common, fast case
     if type(name) is str:
-        return name.rpartition("<locals>.")[2]
+        return name.rpartition("<locals>.")[2] if "<locals>" in name else name
     while isinstance(fn, functools.partial):
         fn = fn.func
     for attribute in ("__qualname__", "__name__"):
@@ -828,6 +828,12 @@ def succeed_attempt(job: Job[Any], attempt: Attempt, now: float, holder: Attempt
         return True
 
 
+def _runs(job: Job[Any], attempt: Attempt) -> bool:
+    """``attempt`` is ``job``'s running attempt, not ended yet.  Caller holds the ledger lock
+    (:func:`succeed_attempt` has the same test inline)."""
+    return job._status is _RUNNING and job.attempts[-1] is attempt and attempt.outcome is None
+
+
 def end_attempt(
     job: Job[Any],
     attempt: Attempt,
@@ -846,11 +852,7 @@ def end_attempt(
     ledger = job._ledger
     assert ledger is not None
     with ledger.lock:
-        if (
-            job._status is not _RUNNING
-            or job.attempts[-1] is not attempt
-            or attempt.outcome is not None
-        ):
+        if not _runs(job, attempt):
             return False
         _check_legal(job, new)
         attempt.ended = now
@@ -884,11 +886,7 @@ def fence_attempt(job: Job[Any], attempt: Attempt, outcome: AttemptOutcome, now:
     ledger = job._ledger
     assert ledger is not None
     with ledger.lock:
-        if (
-            job._status is not _RUNNING
-            or job.attempts[-1] is not attempt
-            or attempt.outcome is not None
-        ):
+        if not _runs(job, attempt):
             return False
         attempt.ended = now
         attempt.outcome = outcome

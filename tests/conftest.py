@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,9 +27,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+#: How much longer a test may take when the suite runs under a tracer (``coverage run``
+#: makes the CPU-bound tests two to three times slower).
+TRACED_TIMEOUT_FACTOR = 3
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Soak tests run only when ``-m`` names them (``pytest -m soak``), never in a plain run
-    (CI); when they run, their timeout follows ``--soak-seconds``."""
+    (CI); when they run, their timeout follows ``--soak-seconds``.  Under a tracer (coverage)
+    every test's own timeout is :data:`TRACED_TIMEOUT_FACTOR` times longer."""
+    if sys.gettrace() is not None:
+        for item in items:
+            marker = item.get_closest_marker("timeout")
+            if marker is not None and marker.args:
+                longer = pytest.mark.timeout(marker.args[0] * TRACED_TIMEOUT_FACTOR)
+                item.add_marker(longer, append=False)
     asked = "soak" in (config.option.markexpr or "")
     seconds: float = config.getoption("--soak-seconds")
     skip = pytest.mark.skip(reason="soak test: run it with `pytest -m soak --soak-seconds N`")

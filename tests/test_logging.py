@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -117,3 +118,28 @@ def test_a_logger_that_raises_loses_no_job(capsys: pytest.CaptureFixture[str]) -
     err = capsys.readouterr().err
     assert "chronos: logging succeeded failed: OSError('cannot log job.succeeded')" in err
     assert "chronos: logging gave_up failed" in err
+
+
+def test_the_stdlib_chronos_logger_level_quiets_or_opens_chronos(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without structlog configured, ``logging.getLogger("chronos")``'s level is the one
+    documented way to choose what chronos prints (WARNING when it is not set)."""
+    chronos_logger = logging.getLogger("chronos")
+
+    def boom() -> None:
+        raise ValueError("loud")
+
+    try:
+        chronos_logger.setLevel(logging.CRITICAL)
+        with WorkerPool(max_workers=1) as pool:
+            pool.submit(boom).exception(timeout=5)
+        assert capsys.readouterr().err == ""  # quiet: not even the job that gave up
+
+        chronos_logger.setLevel(logging.INFO)
+        with WorkerPool(max_workers=1) as pool:
+            pool.submit(boom).exception(timeout=5)
+        err = capsys.readouterr().err
+        assert "job.failed" in err and "job.gave_up" in err  # routine steps too, at INFO
+    finally:
+        chronos_logger.setLevel(logging.NOTSET)
