@@ -95,8 +95,8 @@ class Timer:
             self._stopping = True
             thread = self._thread
         self._wakeup.set()
-        if thread is None or thread is threading.current_thread():
-            return True
+        if thread is None or thread is threading.current_thread() or thread.ident is None:
+            return True  # (never started: Python refuses new threads late in its exit)
         thread.join(timeout)
         return not thread.is_alive()
 
@@ -107,7 +107,12 @@ class Timer:
             thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread = thread
         # Started outside the lock: nothing waits for _start_lock while a thread starts.
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # "can't create new thread at interpreter shutdown" (3.12.0-2)
+            with self._start_lock:
+                if self._thread is thread:
+                    self._thread = None
 
     def _run(self) -> None:
         clock = self._clock
