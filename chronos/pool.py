@@ -457,6 +457,8 @@ class WorkerPool(ThreadPoolExecutor):
 
     def _thread_returned(self, attempt: Attempt) -> None:
         """The thread of an attempt that someone else ended has returned from it."""
+        if not self._wait_for_abandoned:
+            return  # nothing is ever held: no lock to take
         with self._held_lock:
             attempt._returned = True
             job = self._held.pop(attempt, None) if self._held else None
