@@ -40,10 +40,12 @@ from concurrent.futures.thread import _WorkItem
 from typing import Any, TypeVar
 
 from chronos import WorkerPool
-from chronos.attempts import run as run_attempt
-from chronos.job import Attempt, Job, admit, start_attempt, succeed_attempt
+from chronos._ledger import admit, start_attempt, succeed_attempt
+from chronos.job import Attempt, Job
+from chronos.pool import core_of
+from chronos.pool.attempts import run as run_attempt
+from chronos.pool.threads import WorkerSlot
 from chronos.status import JobStatus
-from chronos.worker import WorkerSlot
 
 __all__ = ["main"]
 
@@ -80,7 +82,7 @@ def _chronos_pool() -> WorkerPool:
     """A pool that believes its 4 workers run: submit takes its steady-state path, spawning
     nothing (the slots have no thread, so shutdown has nothing to join)."""
     pool = WorkerPool(4, queue_size=0)
-    pool._active.update(WorkerSlot(f"idle-{i}") for i in range(4))
+    core_of(pool).threads.active.update(WorkerSlot(f"idle-{i}") for i in range(4))
     return pool
 
 
@@ -91,12 +93,13 @@ def _chronos_stages(n: int) -> list[Stage]:
     slot = WorkerSlot("bench")
     futures: list[Future[None]] = []
     stages.append(("submit() end to end", _repeat(n, lambda: futures.append(pool.submit(_noop)))))
-    queue = pool._queue
+    core = core_of(pool)
+    backend = core.backend
 
     def worker_body(_: object) -> None:  # worker_main's loop body
-        job = queue.get()
+        job = backend.take()
         assert job is not None
-        run_attempt(pool, job, slot)
+        run_attempt(core, job, slot)
         del job
         assert not slot.abandoned
 
@@ -106,18 +109,19 @@ def _chronos_stages(n: int) -> list[Stage]:
 
     # The submit side, part by part.
     pool = _chronos_pool()
-    ledger, clock = pool._ledger, pool.clock
+    core = core_of(pool)
+    ledger, clock = core.ledger, pool.clock
     jobs: list[Job[None]] = []
     stages.append(
         (
-            "  Job._of_call(fn, args, kwargs) incl. JobFuture",
-            _repeat(n, lambda: jobs.append(Job._of_call(_noop, (), {}))),
+            "  Job.of_call(fn, args, kwargs) incl. JobFuture",
+            _repeat(n, lambda: jobs.append(Job.of_call(_noop, (), {}))),
         )
     )
     stages.append(
         (
             "  admit(): clock.now, ledger lock, counters, live jobs",
-            _per_job(jobs, lambda j: admit(j, ledger, JobStatus.QUEUED, clock.now(), pool)),
+            _per_job(jobs, lambda j: admit(j, ledger, JobStatus.QUEUED, clock.now(), core)),
         )
     )
     stages.append(
@@ -128,14 +132,18 @@ def _chronos_stages(n: int) -> list[Stage]:
     )
     stages.append(
         (
-            "  _adjust_thread_count (len(_active) test)",
-            _repeat(n, pool._adjust_thread_count),
+            "  threads.ensure_worker (len(active) test)",
+            _repeat(n, core.threads.ensure_worker),
         )
     )
 
     # The worker side, part by part (on jobs queued above).
-    queue = pool._queue
-    stages.append(("  JobQueue.get (SimpleQueue + waiting-producer test)", _repeat(n, queue.get)))
+    stages.append(
+        (
+            "  MemoryBackend.take (SimpleQueue + waiting-producer test)",
+            _repeat(n, core.backend.take),
+        ),
+    )
     stages.append(("  clock.now() x2", _repeat(n, lambda: (clock.now(), clock.now()))))
     attempts: list[Attempt | None] = []
     stages.append(
@@ -149,7 +157,7 @@ def _chronos_stages(n: int) -> list[Stage]:
     )
     pairs = [(job, attempt) for job, attempt in zip(jobs, attempts, strict=True) if attempt]
     assert len(pairs) == n
-    events = pool._events
+    events = core.events
 
     def log_events(pair: tuple[Job[None], Attempt]) -> None:
         events.started(*pair)
@@ -168,19 +176,19 @@ def _chronos_stages(n: int) -> list[Stage]:
             _per_job(pairs, lambda p: succeed_attempt(p[0], p[1], clock.now(), slot)),
         )
     )
-    stages.append(("  JobFuture._succeed (one Condition round trip)", _per_job(jobs, resolve)))
+    stages.append(("  JobFuture.set_result (one Condition round trip)", _per_job(jobs, resolve)))
     pool.shutdown()
     return stages
 
 
 def queue_put(pool: WorkerPool, job: Job[Any]) -> None:
-    queue = pool._queue  # as WorkerPool.submit does it
-    if queue.items.qsize() < queue.bound:
-        queue.items.put(job)
+    backend = core_of(pool).backend  # as WorkerPool.submit does it
+    if backend.items.qsize() < backend.bound:
+        backend.items.put(job)
 
 
 def resolve(job: Job[None]) -> None:
-    job.future._succeed(None)
+    job.future.set_result(None)
 
 
 # -- ThreadPoolExecutor ----------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from chronos.clock import SYSTEM_CLOCK, Clock, SystemClock
 from chronos.context import JobContext, current_job
-from chronos.dispatcher import Dispatcher
+from chronos.dispatcher import Dispatcher, DispatcherStatistics
 from chronos.errors import (
     ChronosError,
     IllegalTransitionError,
@@ -11,10 +11,12 @@ from chronos.errors import (
     JobTimeoutError,
     NonRetryableError,
 )
+from chronos.hooks import Listener
 from chronos.job import Attempt, AttemptOutcome, Job, JobFuture
-from chronos.pool import WorkerPool
+from chronos.pool import PoolStatistics, WorkerPool
 from chronos.retry import RetryPolicy
 from chronos.shutdown import GracefulShutdown
+from chronos.spec import JobSpec
 from chronos.stats import AtomicCounter, LatencySummary, Stats, StatsSnapshot
 from chronos.status import JobStatus
 from chronos.ticker import TokenBucket
@@ -29,6 +31,7 @@ __all__ = [
     "ChronosError",
     "Clock",
     "Dispatcher",
+    "DispatcherStatistics",
     "GracefulShutdown",
     "IllegalTransitionError",
     "Job",
@@ -36,10 +39,13 @@ __all__ = [
     "JobContext",
     "JobFuture",
     "JobInterrupted",
+    "JobSpec",
     "JobStatus",
     "JobTimeoutError",
     "LatencySummary",
+    "Listener",
     "NonRetryableError",
+    "PoolStatistics",
     "RetryPolicy",
     "Stats",
     "StatsSnapshot",

@@ -15,10 +15,11 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
+from chronos._ledger import cancel_event
 from chronos._validate import check_clock, check_optional_number
 from chronos.clock import Clock
 from chronos.errors import JobCancelledError, JobTimeoutError
-from chronos.job import Attempt, Job, cancel_event, timeout_message
+from chronos.job import Attempt, Job, timeout_message
 
 __all__ = ["JobContext", "current_job"]
 
@@ -54,7 +55,7 @@ class JobContext:
     @classmethod
     def _of(cls, job: Job[Any], attempt: Attempt, clock: Clock) -> JobContext:
         """A context of what a worker runs: nothing to check (current_job's path)."""
-        context = cls.__new__(cls)
+        context: JobContext = cls.__new__(cls)
         context.job = job
         context.attempt = attempt
         context._clock = clock
@@ -87,7 +88,7 @@ class JobContext:
     @property
     def cancelled(self) -> bool:
         """True once the attempt timed out, was cancelled by shutdown, or passed its deadline."""
-        if self.attempt._cancelled:
+        if self.attempt.stop_requested:
             return True
         deadline = self.attempt.deadline
         return deadline is not None and self._clock.now() >= deadline
@@ -102,7 +103,7 @@ class JobContext:
         deadline = self.attempt.deadline
         if deadline is not None and self._clock.now() >= deadline:
             raise JobTimeoutError(timeout_message(self.job, self.attempt))
-        if self.attempt._cancelled:
+        if self.attempt.stop_requested:
             raise JobCancelledError(
                 f"job #{self.job.id} attempt {self.attempt.number} was cancelled"
             )
@@ -146,10 +147,10 @@ def current_job() -> JobContext:
         raise RuntimeError("current_job() called outside a job run by a chronos WorkerPool")
     job, attempt = running
     clock: Clock = _local.clock
-    return JobContext._of(job, attempt, clock)
+    return JobContext._of(job, attempt, clock)  # noqa: SLF001 -- its unchecked constructor
 
 
-def _bind_worker(slot: _Running, clock: Clock) -> None:
+def bind_worker(slot: _Running, clock: Clock) -> None:
     """Make this thread a worker: :func:`current_job` reads ``slot.running`` from now on.
 
     The worker sets ``slot.running`` around every attempt it runs: an attribute store per

@@ -20,24 +20,26 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from chronos._validate import check_clock, check_optional_number
-from chronos.clock import SYSTEM_CLOCK, Clock, join_timeout
-from chronos.job import (
+from chronos._ledger import (
     WAITING_STATES,
-    Job,
-    JobFuture,
+    JobTracker,
     admit,
     cancel_waiting,
     move,
     release_pending,
 )
-from chronos.pool import WorkerPool
+from chronos._validate import check_clock, check_optional_number
+from chronos.clock import SYSTEM_CLOCK, Clock, join_timeout
+from chronos.job import Job, JobFuture
+from chronos.pool import WorkerPool, core_of
+from chronos.pool.lifecycle import DISPATCHER_JOIN_TIMEOUT
 from chronos.status import JobStatus
-from chronos.ticker import TokenBucket
+from chronos.ticker import BucketStatistics, TokenBucket
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "DispatcherStatistics"]
 
 T = TypeVar("T")
 _numbers = itertools.count()
@@ -49,6 +51,35 @@ READ_AHEAD = 32
 #: Real seconds between two looks of an idle reader at its turn (it is woken at once when
 #: the dispatcher takes its item or stops; this only bounds the wait).
 _READER_POLL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherStatistics:
+    """A snapshot of one :class:`Dispatcher`.
+
+    Attributes:
+        name: the dispatcher's (and its thread's) name.
+        state: ``"new"`` (not started), ``"open"``, ``"closed"`` (it dispatches what it
+            holds, then exits) or ``"stopped"``.
+        dispatched: jobs moved into the pool's queue, retries included.
+        outstanding: jobs taken on and not yet terminal (held here, in the pool, or in a
+            retry backoff).
+        retries_waiting: retries that came due, waiting for a token.
+        submitted_waiting: jobs from :meth:`Dispatcher.submit` waiting for a token.
+        read_ahead: items read from ``dispatch()`` iterables, waiting for a token.
+        sources: ``dispatch()`` iterables not exhausted yet.
+        bucket: the rate limiter's snapshot, or None without a rate limit.
+    """
+
+    name: str
+    state: str
+    dispatched: int
+    outstanding: int
+    retries_waiting: int
+    submitted_waiting: int
+    read_ahead: int
+    sources: int
+    bucket: BucketStatistics | None
 
 
 def _as_job(item: object) -> Job[Any]:
@@ -98,9 +129,16 @@ class Dispatcher:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         self._pool = pool
+        self._core = core = core_of(pool)
         self._clock: Clock = pool.clock if clock is None else check_clock("clock", clock)
         self._now = self._clock.now
-        self._ledger = pool._ledger
+        self._ledger = core.ledger
+        self._events = core.events
+        self._backend = core.backend
+        #: This dispatcher's unfinished jobs, counted by the ledger (under its lock): the
+        #: thread exits after close() only once it is 0, since until then a retry may
+        #: still come back through it.
+        self._tracker = JobTracker(self._all_finished)
         start = self._clock.now()
         self._bucket: TokenBucket | None = None
         if interval is not None:
@@ -108,7 +146,7 @@ class Dispatcher:
         elif rate is not None:
             self._bucket = TokenBucket(rate, 1 if burst is None else burst, start=start)
         self._name = name or f"chronos-dispatcher-{next(_numbers)}"
-        # Guards the fields down to _outstanding.  Reentrant: a done-callback may run on the
+        # Guards the fields down to _leftovers.  Reentrant: a done-callback may run on the
         # thread that holds it (add_done_callback calls it at once if the job is done).
         self._lock = threading.RLock()
         self._retries: deque[Job[Any]] = deque()
@@ -129,8 +167,9 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._started = False
         self.dispatched = 0  # written by the dispatcher thread only
-        pool._dispatchers.add(self)  # from here the pool's shutdown closes us...
-        if pool._ledger.closed:  # ...and one that came before makes us born closed
+        # From here the pool's shutdown closes us, and stops us once every job is terminal...
+        core.add_shutdown_hooks(self._pool_closed, self._pool_stopped)
+        if core.ledger.closed:  # ...and one that came before makes us born closed
             self._closed = True
 
     # -- public API ---------------------------------------------------------------------------
@@ -177,11 +216,12 @@ class Dispatcher:
                 raise TypeError("pass arguments to Job(...), not to submit(), with a Job")
             new_job: Job[T] = job
         else:
-            new_job = Job._of_call(job, args, kwargs)
+            new_job = Job.of_call(job, args, kwargs)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"cannot submit to a closed Dispatcher{self._why_closed()}")
-            admit(new_job, self._ledger, _PENDING, self._now(), self)  # self._admit, inline
+            # self._admit(new_job), inline:
+            admit(new_job, self._ledger, _PENDING, self._now(), self, self._tracker)
             self._intake.append(new_job)
             sleeping = self._sleeping
         if sleeping:  # the thread waits for work: wake it (while it works, it will see this)
@@ -253,7 +293,7 @@ class Dispatcher:
         self._stop.set()
         self._wakeup.set()
         self._reader_turn.set()
-        self._pool._queue.wake_putters()
+        self._backend.wake_putters()
         end = None if timeout is None else SYSTEM_CLOCK.now() + timeout  # real time: a join
         with self._lock:
             reader = self._reader
@@ -290,19 +330,38 @@ class Dispatcher:
         state = "stopped" if self._stop.is_set() else "closed" if self._closed else "open"
         return f"<Dispatcher {self._name} {state} dispatched={self.dispatched}>"
 
+    def statistics(self) -> DispatcherStatistics:
+        """A frozen snapshot of the dispatcher (see :class:`DispatcherStatistics`)."""
+        with self._lock:
+            if self._stop.is_set():
+                state = "stopped"
+            elif self._closed:
+                state = "closed"
+            else:
+                state = "open" if self._started else "new"
+            held = (len(self._retries), len(self._intake), len(self._pulled), len(self._sources))
+        retries, intake, pulled, sources = held
+        return DispatcherStatistics(
+            name=self._name,
+            state=state,
+            dispatched=self.dispatched,
+            outstanding=self._tracker.count,
+            retries_waiting=retries,
+            submitted_waiting=intake,
+            read_ahead=pulled,
+            sources=sources,
+            bucket=None if self._bucket is None else self._bucket.statistics(),
+        )
+
     # -- Route: retries of jobs dispatched here come back through the rate limit -------------
 
-    #: The transition functions count this dispatcher's unfinished jobs in _outstanding,
-    #: under the pool's ledger lock (see chronos.job.Route): the thread exits after close()
-    #: only once it is 0, since until then a retry may still come back through it.
-    _tracks_jobs = True
-    _outstanding = 0
-
-    def _all_finished(self) -> None:  # called under the ledger lock
+    def _all_finished(self) -> None:  # the tracker's on_zero: called under the ledger lock
         if self._closed:
             self._wakeup.set()
 
     def requeue(self, job: Job[Any]) -> None:
+        """A job of this dispatcher finished its retry backoff: it waits for a token again
+        (called by the pool, on one of its Handoff threads)."""
         if self._stop.is_set():
             self._cancel(job, JobStatus.RETRY_WAIT, "dispatcher.stop")
             return
@@ -313,7 +372,11 @@ class Dispatcher:
             if self._stop.is_set():  # stop() raced us: its drain may have missed this job
                 self._drain_on_stop()
 
-    # -- called by the pool ----------------------------------------------------------------------
+    # -- the pool's shutdown hooks (see PoolCore.add_shutdown_hooks) ---------------------------
+
+    def _pool_stopped(self) -> None:
+        """Every job of the pool is terminal: nothing is lost by stopping."""
+        self.stop(DISPATCHER_JOIN_TIMEOUT)
 
     def _pool_closed(self) -> None:
         """The pool shut down: nothing more is admitted.  A dispatcher that was never
@@ -333,7 +396,7 @@ class Dispatcher:
         return " (its pool is shut down)" if self._ledger.closed else ""
 
     def _admit(self, job: Job[Any]) -> None:  # caller holds _lock
-        admit(job, self._ledger, _PENDING, self._now(), self)
+        admit(job, self._ledger, _PENDING, self._now(), self, self._tracker)
 
     def _cancel(
         self, job: Job[Any], expected: JobStatus | frozenset[JobStatus], reason: str
@@ -353,7 +416,7 @@ class Dispatcher:
             self._cancel(job, WAITING_STATES, reason)
 
     def _run(self) -> None:
-        events = self._pool._events
+        events = self._events
         events.pool("dispatcher.started", dispatcher=self._name, pool=self._pool.name)
         try:
             while True:
@@ -390,7 +453,7 @@ class Dispatcher:
                     self._reader_waiting = False
                     self._reader_turn.set()  # the reader may read ahead again
                 if job is None:
-                    if self._closed and not self._outstanding and not self._sources:
+                    if self._closed and not self._tracker.count and not self._sources:
                         return None
                     # Nothing to do: sleep.  Cleared under the lock that every hand-over
                     # takes, and after it every waker sets the Event, so none is lost;
@@ -400,7 +463,7 @@ class Dispatcher:
                         return None
                     self._sleeping = True
             if job is not None:
-                if job._status is _PENDING:
+                if job.status is _PENDING:
                     return job
                 continue  # cancelled while it waited here
             self._clock.wait_until(self._wakeup, None)
@@ -441,8 +504,7 @@ class Dispatcher:
         """How many items the reader may hold ahead of the dispatcher: up to
         :data:`READ_AHEAD`, no more than the pool's queue has room for, and at least one (so
         a full queue still lets exactly one item wait, as backpressure)."""
-        queue = self._pool._queue
-        return max(1, min(READ_AHEAD, queue.bound - queue.qsize()))
+        return max(1, min(READ_AHEAD, self._backend.room()))
 
     def _pull(self, source: Iterator[object]) -> None:
         try:
@@ -463,7 +525,7 @@ class Dispatcher:
                 return
             except ValueError as exc:  # a Job yielded twice
                 self._source_errors.append(exc)
-                self._pool._events.internal_error(f"{self._name}.source", exc)
+                self._events.internal_error(f"{self._name}.source", exc)
                 return
             stopped = self._stop.is_set()
             if not stopped:
@@ -481,7 +543,7 @@ class Dispatcher:
                 self._source_errors.append(error)
         self._wakeup.set()  # the dispatcher may be waiting for this source to end
         if error is not None:
-            self._pool._events.internal_error(f"{self._name}.source", error)
+            self._events.internal_error(f"{self._name}.source", error)
 
     def _throttle(self) -> bool:
         """Wait for a token of the rate limit; False if stopped meanwhile."""
@@ -493,20 +555,14 @@ class Dispatcher:
         return True
 
     def _push(self, job: Job[Any]) -> None:
-        pool = self._pool
         if not release_pending(job, self._now()):
             return  # cancelled while it waited for its token
         self.dispatched += 1
-        events = pool._events
-        if events._debug_on:
+        events = self._events
+        if events.wants_dispatched:
             events.dispatched(job, self._name)
-        queue = pool._queue
-        if queue.items.qsize() < queue.bound:
-            queue.items.put(job)
-        else:
-            if not queue.put_job(job, self._stop):
-                # Stopped while the queue was full, or the job was cancelled meanwhile.
-                self._cancel(job, JobStatus.QUEUED, "dispatcher.stop")
-                return
-        if len(pool._active) < pool._max_workers:
-            pool._adjust_thread_count()
+        if not self._backend.put(job, stop=self._stop):
+            # Stopped while the queue was full, or the job was cancelled meanwhile.
+            self._cancel(job, JobStatus.QUEUED, "dispatcher.stop")
+            return
+        self._core.threads.ensure_worker()

@@ -1,4 +1,18 @@
-"""Structured lifecycle events, through structlog.
+"""Structured lifecycle events, through structlog, and the listeners that hear them.
+
+A pool's :class:`JobEvents` is where chronos reports what happens to its jobs: the core
+calls one of its methods per event.  It hands each event to its :class:`LoggingListener`
+(the structured log described below) and then to the :class:`chronos.Listener` objects
+given to the pool (``WorkerPool(listeners=[...])``) or added later
+(:meth:`JobEvents.add_listener`), in that order; :mod:`chronos.hooks` says which hook each
+event calls, on which thread, and what a hook may do.  A listener is called only for the
+hooks it wants (:meth:`chronos.Listener.wants`): the logging listener leaves out the DEBUG
+and INFO events while the logger has that level off, so an event that no listener wants
+costs the core one attribute test.  A
+listener that raises is reported on stderr; the next one is still called, and chronos goes
+on.  The hooks are named after the events: ``job.succeeded`` calls ``job_succeeded``,
+``pool.thread_abandoned`` ``thread_abandoned``, ``chronos.internal_error``
+``internal_error``, and ``pool.shutdown`` and ``dispatcher.*`` ``pool_event``.
 
 chronos never configures structlog.  A pool binds its logger once, when it is created:
 
@@ -53,21 +67,22 @@ event                        level     when, and its own fields
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec
+import threading
+from collections.abc import Callable, Iterable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+from chronos.hooks import HOOKS, Listener
+from chronos.logging_listener import LoggingListener, report_failure
 
 if TYPE_CHECKING:
     from chronos.job import Attempt, Job
 
-__all__ = ["JobEvents", "default_logger"]
-
-P = ParamSpec("P")
+__all__ = ["JobEvents", "LoggingListener", "default_logger"]
 
 
 def default_logger() -> Any:
@@ -81,140 +96,213 @@ def default_logger() -> Any:
     )
 
 
-def _never_raises(emit: Callable[P, None]) -> Callable[P, None]:
-    """Make a JobEvents method swallow what the logger raises.
-
-    Events are emitted by chronos's own threads in the middle of a job's accounting (after
-    its state changed, before its Future is resolved): a logger that raises there (a broken
-    processor, a closed or full stream) would leave the job without its outcome or kill the
-    thread.  Like ``logging.Handler.handleError``, the failure is reported on stderr, once
-    per failing call, and chronos goes on.
-    """
-
-    @functools.wraps(emit)
-    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
-        try:
-            emit(*args, **kwargs)
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                print(f"chronos: logging {emit.__name__} failed: {exc!r}", file=sys.stderr)
-
-    return guarded
-
-
-def _safe_repr(error: BaseException) -> str:
-    """``repr(error)``, or a stand-in if the exception's own ``__repr__`` raises."""
-    try:
-        return repr(error)
-    except Exception:
-        return f"<{type(error).__qualname__} (repr failed)>"
-
-
-def _enabled(logger: Any, level: int) -> bool:
-    is_enabled_for = getattr(logger, "is_enabled_for", None)
-    return True if is_enabled_for is None else bool(is_enabled_for(level))
+_Hooks = tuple[Callable[..., None], ...]
+#: Attributes that only :meth:`JobEvents._publish` writes (see ``JobEvents.__setattr__``).
+_READ_ONLY = frozenset({"wants_dispatched", "wants_started", "wants_succeeded"})
 
 
 class JobEvents:
-    """Emits the lifecycle events of one pool.
+    """Emits the lifecycle events of one pool to its listeners.
 
-    Thread-safety: stateless after construction; called from every chronos thread.  The
-    per-job events of the hot path (started, succeeded, dispatched) are skipped for the
-    price of one attribute test when their level is off.  No method ever raises: what the
-    logger raises is reported on stderr (see :func:`_never_raises`).
+    Args:
+        logger: the structlog logger of its :class:`LoggingListener`, always called first.
+        listeners: :class:`chronos.Listener` instances, called next, in this order (None:
+            none).  Each is asked which hooks it wants (:meth:`chronos.Listener.wants`) once,
+            here or in :meth:`add_listener`.
+
+    Raises:
+        TypeError: ``listeners`` is not an iterable of :class:`chronos.Listener` instances.
+        ValueError: it holds the same listener twice.
+
+    Each method is one event (the core calls them): it calls the matching hook of every
+    listener that wants it, each call guarded on its own: what a listener raises is reported
+    on stderr (``chronos: listener <class>.<hook> failed: <error>``) and the next listener
+    is called.  No event method ever raises an ``Exception``.
+
+    The per-job events of the hot path are skipped for the price of one attribute test when
+    no listener wants them: callers test the read-only flags :attr:`wants_dispatched`,
+    :attr:`wants_started` and :attr:`wants_succeeded` first.
+
+    Thread-safety: the events are emitted from every chronos thread and take no lock.
+    :meth:`add_listener` and :meth:`remove_listener` may be called from any thread: they
+    publish new immutable tuples of hooks (copy-on-write), so every event emitted after one
+    returns sees the change, and an event being emitted meanwhile sees either state.
     """
 
-    __slots__ = ("_debug_on", "_info_on", "log")
+    __slots__ = (
+        "_entries",
+        "_lock",
+        "_logging",
+        "_on_internal_error",
+        "_on_job_cancelled",
+        "_on_job_dispatched",
+        "_on_job_failed",
+        "_on_job_gave_up",
+        "_on_job_late_result",
+        "_on_job_retry_scheduled",
+        "_on_job_started",
+        "_on_job_succeeded",
+        "_on_job_timed_out",
+        "_on_pool_event",
+        "_on_thread_abandoned",
+        "log",
+        "wants_dispatched",
+        "wants_started",
+        "wants_succeeded",
+    )
 
-    def __init__(self, logger: Any) -> None:
-        self.log = logger
-        self._debug_on = _enabled(logger, logging.DEBUG)
-        self._info_on = _enabled(logger, logging.INFO)
+    log: Any
+    _lock: threading.Lock
+    _logging: LoggingListener
+    _entries: tuple[tuple[Listener, frozenset[str]], ...]  # the logging listener's first
+    # The bound hooks of the listeners that want each hook, in call order.
+    _on_job_dispatched: _Hooks
+    _on_job_started: _Hooks
+    _on_job_succeeded: _Hooks
+    _on_job_failed: _Hooks
+    _on_job_timed_out: _Hooks
+    _on_job_retry_scheduled: _Hooks
+    _on_job_gave_up: _Hooks
+    _on_job_cancelled: _Hooks
+    _on_job_late_result: _Hooks
+    _on_thread_abandoned: _Hooks
+    _on_pool_event: _Hooks
+    _on_internal_error: _Hooks
 
-    @staticmethod
-    def _fields(job: Job[Any], attempt: Attempt | None) -> dict[str, Any]:
-        """The bound fields; without an attempt, the job's latest (0: it never ran)."""
-        return {
-            "job_id": job.id,
-            "job_name": job.name,
-            "attempt": attempt.number if attempt is not None else len(job.attempts),
-            "worker": attempt.worker if attempt is not None else None,
-        }
+    if TYPE_CHECKING:  # read-only for type checkers; plain slots (a fast read) at run time
 
-    @_never_raises
-    def dispatched(self, job: Job[Any], dispatcher: str) -> None:
-        if self._debug_on:
-            self.log.debug(
-                "job.dispatched",
-                job_id=job.id,
-                job_name=job.name,
-                attempt=len(job.attempts) + 1,  # the attempt this dispatch is for
-                worker=None,
-                dispatcher=dispatcher,
+        @property
+        def wants_dispatched(self) -> bool:
+            """Some listener wants :meth:`dispatched`: else callers skip it."""
+
+        @property
+        def wants_started(self) -> bool:
+            """Some listener wants :meth:`started`: else callers skip it."""
+
+        @property
+        def wants_succeeded(self) -> bool:
+            """Some listener wants :meth:`succeeded`: else callers skip it."""
+
+    def __init__(self, logger: Any, listeners: Iterable[Listener] | None = ()) -> None:
+        object.__setattr__(self, "log", logger)
+        object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_logging", LoggingListener(logger))
+        given: list[Listener] = []
+        if listeners is not None:
+            if isinstance(listeners, Listener) or not isinstance(listeners, Iterable):
+                raise TypeError(
+                    "listeners must be an iterable of chronos.Listener instances, not "
+                    f"{type(listeners).__name__}"
+                )
+            for index, listener in enumerate(listeners):
+                if not isinstance(listener, Listener):
+                    raise TypeError(
+                        "listeners must hold chronos.Listener instances; got "
+                        f"{type(listener).__name__} at index {index}"
+                    )
+                if any(listener is other for other in given):
+                    raise ValueError(f"listeners holds the same listener twice: {listener!r}")
+                given.append(listener)
+        self._publish(tuple(_entry(listener) for listener in [self._logging, *given]))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _READ_ONLY:
+            raise AttributeError(f"JobEvents.{name} is read-only")
+        object.__setattr__(self, name, value)
+
+    # -- listeners ---------------------------------------------------------------------------
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        """The listeners given or added, in call order; the :class:`LoggingListener` of
+        ``logger``, always called first, is not among them."""
+        return tuple(listener for listener, _ in self._entries[1:])
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` too, after the others, for every event emitted from now on.
+
+        Raises:
+            TypeError: ``listener`` is not a :class:`chronos.Listener` instance.
+            ValueError: it was added already.
+        """
+        if not isinstance(listener, Listener):
+            raise TypeError(
+                f"listener must be a chronos.Listener instance, not {type(listener).__name__}"
             )
+        entry = _entry(listener)  # its wants(): user code, asked outside the lock
+        with self._lock:
+            if any(listener is other for other, _ in self._entries):
+                raise ValueError(f"listener already added: {listener!r}")
+            self._publish((*self._entries, entry))
 
-    @_never_raises
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener`` (an event being emitted meanwhile may still call it).
+
+        Raises:
+            ValueError: it is not one of :attr:`listeners`.
+        """
+        with self._lock:
+            kept = tuple(entry for entry in self._entries[1:] if entry[0] is not listener)
+            if len(kept) == len(self._entries) - 1:
+                raise ValueError(f"listener not added: {listener!r}")
+            self._publish((self._entries[0], *kept))
+
+    def _publish(self, entries: tuple[tuple[Listener, frozenset[str]], ...]) -> None:
+        """Install ``entries`` (the caller holds ``_lock``, or is ``__init__``): the hook
+        tuples first, then the flags, so an emitter that sees a flag set finds its hooks."""
+        setattr_ = object.__setattr__
+        setattr_(self, "_entries", entries)
+        for hook in HOOKS:
+            bound = tuple(getattr(listener, hook) for listener, wants in entries if hook in wants)
+            setattr_(self, "_on_" + hook, bound)
+        setattr_(self, "wants_dispatched", bool(self._on_job_dispatched))
+        setattr_(self, "wants_started", bool(self._on_job_started))
+        setattr_(self, "wants_succeeded", bool(self._on_job_succeeded))
+
+    # -- the events: each calls one hook on the listeners that want it -----------------------
+    # (The three of the hot path loop inline: one call less than through _emit.)
+
+    def dispatched(self, job: Job[Any], dispatcher: str) -> None:
+        for hook in self._on_job_dispatched:
+            try:
+                hook(job, dispatcher)
+            except Exception as exc:
+                _hook_failed(hook, exc)
+
     def started(self, job: Job[Any], attempt: Attempt) -> None:
-        if self._debug_on:
-            self.log.debug("job.started", **self._fields(job, attempt))
+        for hook in self._on_job_started:
+            try:
+                hook(job, attempt)
+            except Exception as exc:
+                _hook_failed(hook, exc)
 
-    @_never_raises
     def succeeded(self, job: Job[Any], attempt: Attempt) -> None:
-        if self._info_on:
-            self.log.info("job.succeeded", duration=attempt.duration, **self._fields(job, attempt))
+        for hook in self._on_job_succeeded:
+            try:
+                hook(job, attempt)
+            except Exception as exc:
+                _hook_failed(hook, exc)
 
-    @_never_raises
     def failed(
         self, job: Job[Any], attempt: Attempt, error: BaseException, will_retry: bool
     ) -> None:
-        if self._info_on:
-            self.log.info(
-                "job.failed",
-                error=_safe_repr(error),
-                will_retry=will_retry,
-                duration=attempt.duration,
-                **self._fields(job, attempt),
-            )
+        _emit(self._on_job_failed, job, attempt, error, will_retry)
 
-    @_never_raises
     def timed_out(self, job: Job[Any], attempt: Attempt, timeout: float, will_retry: bool) -> None:
-        if self._info_on:
-            self.log.info(
-                "job.timed_out",
-                timeout=timeout,
-                will_retry=will_retry,
-                **self._fields(job, attempt),
-            )
+        _emit(self._on_job_timed_out, job, attempt, timeout, will_retry)
 
-    @_never_raises
     def retry_scheduled(self, job: Job[Any], attempt: Attempt, delay: float) -> None:
-        if self._info_on:
-            self.log.info(
-                "job.retry_scheduled", delay=round(delay, 6), **self._fields(job, attempt)
-            )
+        _emit(self._on_job_retry_scheduled, job, attempt, delay)
 
-    @_never_raises
     def gave_up(self, job: Job[Any], attempt: Attempt, error: BaseException) -> None:
-        self.log.error(
-            "job.gave_up",
-            error=_safe_repr(error),
-            attempts=len(job.attempts),
-            status=job.status.value,
-            exc_info=error,
-            **self._fields(job, attempt),
-        )
+        _emit(self._on_job_gave_up, job, attempt, error)
 
-    @_never_raises
     def cancelled(self, job: Job[Any], reason: str) -> None:
-        if self._info_on:
-            self.log.info("job.cancelled", reason=reason, **self._fields(job, None))
+        _emit(self._on_job_cancelled, job, reason)
 
-    @_never_raises
     def late_result(self, job: Job[Any], attempt: Attempt) -> None:
-        if self._debug_on:
-            self.log.debug("job.late_result", **self._fields(job, attempt))
+        _emit(self._on_job_late_result, job, attempt)
 
-    @_never_raises
     def thread_abandoned(
         self,
         job: Job[Any],
@@ -223,33 +311,31 @@ class JobEvents:
         replaced: bool,
         reason: str = "timeout",
     ) -> None:
-        """A thread left in a hung attempt: a WARNING when a timeout left it (a job that
-        hangs is worth a look), INFO when a shutdown that cancels running jobs did."""
-        fields = self._fields(job, attempt)
-        if reason == "timeout":
-            self.log.warning(
-                "pool.thread_abandoned",
-                abandoned_threads=abandoned,
-                replaced=replaced,
-                reason=reason,
-                **fields,
-            )
-        elif self._info_on:
-            self.log.info(
-                "pool.thread_abandoned",
-                abandoned_threads=abandoned,
-                replaced=replaced,
-                reason=reason,
-                **fields,
-            )
+        _emit(self._on_thread_abandoned, job, attempt, abandoned, replaced, reason)
 
-    @_never_raises
     def pool(self, event: str, **fields: Any) -> None:
-        if self._info_on:
-            self.log.info(event, **fields)
+        # Read-only: one listener cannot change what the next one sees.
+        _emit(self._on_pool_event, event, MappingProxyType(fields))
 
-    @_never_raises
     def internal_error(self, where: str, error: BaseException) -> None:
-        self.log.error(
-            "chronos.internal_error", where=where, error=_safe_repr(error), exc_info=error
-        )
+        _emit(self._on_internal_error, where, error)
+
+
+def _emit(hooks: _Hooks, *args: Any) -> None:
+    """Call each of ``hooks``; what one raises is reported, and the next is called."""
+    for hook in hooks:
+        try:
+            hook(*args)
+        except Exception as exc:
+            _hook_failed(hook, exc)
+
+
+def _hook_failed(hook: Callable[..., None], error: BaseException) -> None:
+    listener = getattr(hook, "__self__", hook)
+    name = getattr(hook, "__name__", "hook")
+    report_failure(f"listener {type(listener).__qualname__}.{name}", error)
+
+
+def _entry(listener: Listener) -> tuple[Listener, frozenset[str]]:
+    """``listener`` and the hooks it wants (asked once, here)."""
+    return listener, frozenset(hook for hook in HOOKS if listener.wants(hook))

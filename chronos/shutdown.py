@@ -147,7 +147,7 @@ class GracefulShutdown:
         if self._received:
             # Keep the handlers until the pool is done, so a second signal can still force it.
             self.requested.wait()
-            self._pool._finished.wait()
+            self._pool.wait_for_shutdown()
         self._restore_and_stop_watcher()
 
     def _restore_and_stop_watcher(self) -> None:

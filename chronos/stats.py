@@ -1,9 +1,10 @@
 """Live statistics of one pool: counters per job state, attempt counts, latency summaries.
 
-Counters change in one place only: the job transition functions of :mod:`chronos.job`, holding
-:attr:`Stats.lock` (the general one calls :meth:`Stats._record`; the three moves every job
-makes write the same fields inline).  Nothing else changes a job counter, so a
-:class:`StatsSnapshot` (taken under the same lock) always adds up:
+Counters change in one place only: the job transition functions of :mod:`chronos._ledger`,
+holding :attr:`Stats.lock` (the general one calls :meth:`Stats._record`; the moves every job
+makes, in ``admit``, ``release_pending``, ``start_attempt`` and ``succeed_attempt``, write
+the same fields inline: they are :meth:`Stats._record`'s copies).  Nothing else changes a job
+counter, so a :class:`StatsSnapshot` (taken under the same lock) always adds up:
 ``submitted == pending + queued + running + waiting_to_retry + succeeded + failed + timed_out
 + cancelled``.
 """
@@ -258,7 +259,9 @@ class Stats:
             run_time=LatencySummary.of(*runs),
         )
 
-    # -- called by chronos.job.transition only, with self.lock held -------------------------
+    # -- called by chronos._ledger's transitions only, with self.lock held --------------------
+    # Inlined copies (keep them in step): chronos._ledger.admit, release_pending,
+    # start_attempt and succeed_attempt.
 
     def _record(
         self,

@@ -31,14 +31,32 @@ the tokens that piled up back to back), at the price of up to ``b`` grants in a 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from chronos._validate import check_count, check_number, check_real
 
-__all__ = ["TokenBucket"]
+__all__ = ["BucketStatistics", "TokenBucket"]
 
 #: A grant may come this much early (seconds), so that float rounding of clock readings
 #: (1000.0 + 0.3 + 0.3 < 1000.0 + 2 * 0.3) never makes a caller miss a tick.
 _TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class BucketStatistics:
+    """A snapshot of a :class:`TokenBucket`.
+
+    Attributes:
+        rate: tokens per second.
+        burst: how many tokens may be taken back to back.
+        granted: tokens granted since the bucket was made.
+        next_ready: the earliest clock reading at which a token is available.
+    """
+
+    rate: float
+    burst: int
+    granted: int
+    next_ready: float
 
 
 class TokenBucket:
@@ -52,7 +70,7 @@ class TokenBucket:
     Dispatcher's).
     """
 
-    __slots__ = ("_next", "_origin", "_period", "burst", "rate")
+    __slots__ = ("_granted", "_next", "_origin", "_period", "burst", "rate")
 
     def __init__(self, rate: float, burst: int = 1, *, start: float) -> None:
         """Create a bucket.
@@ -75,6 +93,7 @@ class TokenBucket:
         # grant leaves it >= 1), which restart() relies on.
         self._origin = check_real("start", start)
         self._next = 0
+        self._granted = 0
 
     @classmethod
     def every(cls, interval: float, *, start: float) -> TokenBucket:
@@ -137,6 +156,7 @@ class TokenBucket:
             self._next = 1
         else:
             self._next += 1
+        self._granted += 1
         return 0.0
 
     def grant_time(self) -> float:
@@ -150,6 +170,10 @@ class TokenBucket:
     def next_ready(self) -> float:
         """The earliest clock reading at which a token is available."""
         return self._origin + (self._next - self.burst + 1) * self._period
+
+    def statistics(self) -> BucketStatistics:
+        """A snapshot of the bucket (read it from any thread: each field is one read)."""
+        return BucketStatistics(self.rate, self.burst, self._granted, self.next_ready())
 
     def __repr__(self) -> str:
         return f"TokenBucket(rate={self.rate!r}, burst={self.burst!r})"

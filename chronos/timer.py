@@ -1,17 +1,18 @@
-"""The pool's timer thread: attempt deadlines and delayed calls, in one heap.
+"""A timer thread: delayed calls in one heap.
 
-The timer only keeps time.  It never runs user code and never blocks on anything a user
-controls: what it calls is chronos's own short, non-blocking bookkeeping (fencing an attempt
-that passed its deadline, handing work to the pool's :class:`chronos.handoff.Handoff`),
-and anything that may run user code (retry policies, loggers, done-callbacks) or start a
-thread is handed on from there.
+A pool's timer keeps attempt deadlines; the memory backend has one of its own for delayed
+jobs (retries in their backoff).  A timer only keeps time.  It never runs user code and
+never blocks on anything a user controls: what it calls is chronos's own short,
+non-blocking bookkeeping (fencing an attempt that passed its deadline, handing a due job to
+the pool's :class:`chronos.pool.handoff.Handoff`), and anything that may run user code
+(retry policies, loggers, done-callbacks) or start a thread is handed on from there.
 
 Entries arrive through an inbox (a C ``SimpleQueue``: no Python-level lock on the caller's
 path) and the timer thread alone owns the heap; it wakes when an entry comes due, or when a
 new one is earlier than the one it sleeps towards.  Deadlines are armed per worker slot, not
-per attempt (see :func:`chronos.attempts.deadline_due`): an attempt whose deadline is later
-than its slot's next look adds nothing, so the heap holds about one entry per worker, plus
-the retries in backoff.
+per attempt (see :func:`chronos.pool.attempts.deadline_due`): an attempt whose deadline is
+later than its slot's next look adds nothing, so a pool's heap holds about one entry per
+worker.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ _INBOX_LIMIT = 4096
 
 
 class Timer:
-    """Deadline watchdog and delay heap on one lazily started thread.
+    """A heap of delayed calls on one lazily started thread.
 
     Args:
-        clock: the pool's clock.
+        clock: the clock that times are read on.
         on_error: called with any exception a callback raised; the timer keeps going.
         name: the thread's name.
 

@@ -1,7 +1,7 @@
 """The command line, its console output, and the final report.
 
 In-process: the parser, ``main``'s exit statuses, the structlog configuration, the console
-that keeps log lines and the progress line apart, and :mod:`chronos.report`.  Out of
+that keeps log lines and the progress line apart, and :mod:`chronos.cli.report`.  Out of
 process: ``python -m chronos`` and the ``chronos`` script, and the demo on a pseudo-terminal.
 """
 
@@ -27,10 +27,10 @@ import structlog
 
 import chronos
 from chronos import Job, JobTimeoutError, NonRetryableError, RetryPolicy, WorkerPool
-from chronos.cli import build_parser, configure_logging, main
+from chronos.cli.app import build_parser, configure_logging, main
+from chronos.cli.progress import Console, LineLogger, ProgressTicker, render_progress
+from chronos.cli.report import DispatchMeter, JobSummary, RunReport, summarize
 from chronos.job import Attempt, AttemptOutcome
-from chronos.progress import Console, LineLogger, ProgressTicker, render_progress
-from chronos.report import DispatchMeter, JobSummary, RunReport, summarize
 from chronos.stats import LatencySummary, StatsSnapshot
 from chronos.testing import FakeClock
 from tests.conftest import Gate

@@ -24,7 +24,7 @@ from typing import IO, Any
 import pytest
 
 from chronos import JobStatus, WorkerPool, current_job
-from chronos.demo import (
+from chronos.cli.demo import (
     DemoConfig,
     SimulatedFailure,
     expected_outcome,

@@ -102,7 +102,7 @@ def test_endless_generator_is_consumed_lazily_with_backpressure(gate: Gate) -> N
     assert gate.entered(2)
     # 2 running + 5 queued + 1 held by the dispatcher, blocked on the full queue, + 1 read
     # ahead by its reader thread: and not one more.
-    wait_until(lambda: pool._queue.qsize() == 5 and len(pulled) == 2 + 5 + 1 + 1)
+    wait_until(lambda: pool.statistics().backend.ready == 5 and len(pulled) == 2 + 5 + 1 + 1)
     cancelled = dispatcher.stop()
     assert len(cancelled) == 2 and all(j.status is JobStatus.CANCELLED for j in cancelled)
     pool.shutdown(wait=False, cancel_futures=True)
@@ -127,7 +127,7 @@ def test_endless_generator_runs_in_bounded_memory() -> None:
         wait_until(lambda: dispatcher.dispatched > 10_000, timeout=40)
         second, _ = tracemalloc.get_traced_memory()
         # unfinished jobs: at most the queue, the workers and the one the dispatcher holds
-        assert len(pool._ledger.live_jobs()) <= 100 + 2 + 1
+        assert pool.statistics().jobs.in_flight <= 100 + 2 + 1
     finally:
         tracemalloc.stop()
         dispatcher.stop()

@@ -33,7 +33,8 @@ from chronos import (
     WorkerPool,
     current_job,
 )
-from chronos.attempts import COOPERATION_GRACE
+from chronos.pool import core_of
+from chronos.pool.attempts import COOPERATION_GRACE
 from chronos.retry import MAX_RETRY_DELAY
 from chronos.testing import FakeClock
 from tests.conftest import Gate, wait_until
@@ -191,7 +192,7 @@ def test_stale_deadlines_are_swept_from_the_timer(clock: FakeClock) -> None:
         for _ in range(5):
             futures = [pool.submit(abs, -n) for n in range(4000)]
             assert [f.result(timeout=30) for f in futures] == list(range(4000))
-        assert pool._timer.pending() < 10_000  # 20,000 deadlines armed, most swept
+        assert pool.statistics().timer_entries < 10_000  # 20,000 deadlines armed, most swept
 
 
 # -- a cooperative job is not abandoned; wait_for_abandoned ----------------------------------
@@ -497,7 +498,7 @@ def test_no_thread_is_started_under_the_pools_thread_lock(
 ) -> None:
     pool = WorkerPool(max_workers=2, timeout=1.0, clock=clock)
     lock = OwnedLock()
-    pool._threads_lock = lock  # type: ignore[assignment]
+    core_of(pool).threads.lock = lock  # type: ignore[assignment]
     offenders: list[str] = []
     start = threading.Thread.start
 

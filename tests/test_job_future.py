@@ -75,7 +75,7 @@ def test_every_waiter_sees_a_success_that_races_it() -> None:
         for thread in threads:
             thread.start()
         start.wait(10)
-        future._succeed(7)
+        future.set_result(7)
         for thread in threads:
             thread.join(10)
         assert not any(t.is_alive() for t in threads), f"round {round_number}: a waiter hung"
@@ -84,7 +84,7 @@ def test_every_waiter_sees_a_success_that_races_it() -> None:
 
 def test_a_finished_future_answers_without_making_a_condition() -> None:
     future = Job(seven).future
-    future._succeed(7)
+    future.set_result(7)
     assert future.done() and future.result() == 7
     assert not future.cancel() and not future.cancelled()  # what Executor.map calls
     assert not isinstance(vars(future).get("_cond"), threading.Condition)

@@ -11,7 +11,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from chronos import Dispatcher, Job, RetryPolicy, WorkerPool
-from chronos.attempts import COOPERATION_GRACE
+from chronos.pool.attempts import COOPERATION_GRACE
 from chronos.testing import FakeClock
 from tests.conftest import Gate, wait_until
 

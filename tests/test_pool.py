@@ -21,7 +21,7 @@ from chronos import (
     RetryPolicy,
     WorkerPool,
 )
-from chronos.attempts import COOPERATION_GRACE
+from chronos.pool.attempts import COOPERATION_GRACE
 from chronos.testing import FakeClock
 from tests.conftest import Gate, wait_until
 

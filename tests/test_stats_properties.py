@@ -1,4 +1,4 @@
-"""Stats always add up: random transitions through chronos.job, checked against a model."""
+"""Stats always add up: random transitions through chronos._ledger, checked against a model."""
 
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from chronos import AttemptOutcome, IllegalTransitionError, Job, JobStatus, Stats, StatsSnapshot
-from chronos.events import JobEvents
-from chronos.job import (
+from chronos._ledger import (
     WAITING_STATES,
-    Attempt,
     Ledger,
     admit,
     cancel_event,
@@ -28,6 +26,8 @@ from chronos.job import (
     move,
     start_attempt,
 )
+from chronos.events import JobEvents
+from chronos.job import Attempt
 from chronos.stats import LatencySummary
 from chronos.status import TERMINAL_STATES
 

@@ -1,7 +1,7 @@
 """Bad input gets an early, clear error that names the parameter: the whole public API.
 
 Every public constructor and method of what ``chronos`` exports (and of ``chronos.testing``
-and ``chronos.report``) is called with wrong types, out-of-range values, and in wrong states.
+and ``chronos.cli.report``) is called with wrong types, out-of-range values, and in wrong states.
 Each case names the exception type and a message fragment: the parameter for a bad value,
 what is wrong for a bad state.  The promise is an early ``TypeError`` or ``ValueError``
 (``RuntimeError`` for a wrong state) raised before anything changed, never a hang, a silent
@@ -34,7 +34,7 @@ import pytest
 import tenacity
 
 import chronos
-import chronos.report
+import chronos.cli.report
 import chronos.testing
 from chronos import (
     SYSTEM_CLOCK,
@@ -54,7 +54,7 @@ api: Any = chronos
 TB: Any = chronos.TokenBucket
 FC: Any = chronos.testing.FakeClock
 AC: Any = chronos.AtomicCounter
-summarize: Any = chronos.report.summarize
+summarize: Any = chronos.cli.report.summarize
 
 T = TypeVar("T")
 Errors = type[BaseException] | tuple[type[BaseException], ...]
@@ -529,7 +529,7 @@ def test_building_blocks_reject(call: Callable[[], object], error: Errors, match
     check(call, error, match)
 
 
-# -- chronos.report ----------------------------------------------------------------------------
+# -- chronos.cli.report ------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -577,7 +577,7 @@ REPORT_CALLS = matrix(
             TypeError,
             "max_listed",
         ),
-        ("DispatchMeter(clock=3)", lambda p: api.report.DispatchMeter(3), TypeError, "clock"),
+        ("DispatchMeter(clock=3)", lambda p: api.cli.report.DispatchMeter(3), TypeError, "clock"),
     ],
 )
 

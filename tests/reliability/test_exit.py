@@ -345,7 +345,7 @@ elif PHASE == "queue_full":
     producer = threading.Thread(target=pool.submit_job, args=(blocked,), name="producer")
     producer.daemon = True  # a non-daemon one would be joined before any atexit hook runs
     producer.start()
-    wait_for(lambda: pool._queue._waiting == 2)
+    wait_for(lambda: pool.statistics().backend.waiting_producers == 2)
 
 elif PHASE in ("sys_exit", "exception"):
     # Two jobs run, two wait, when the program ends abnormally.
@@ -415,7 +415,7 @@ def hang():
 
 
 def ready_when_blocked():
-    while pool._queue._waiting != 1:
+    while pool.statistics().backend.waiting_producers != 1:
         time.sleep(0.001)
     print("READY", flush=True)
 

@@ -45,7 +45,8 @@ from chronos import (
     WorkerPool,
     current_job,
 )
-from chronos.attempts import COOPERATION_GRACE
+from chronos.pool import core_of
+from chronos.pool.attempts import COOPERATION_GRACE
 from chronos.stats import SAMPLE_WINDOW
 from chronos.testing import FakeClock
 from tests.conftest import Gate, wait_until
@@ -281,17 +282,20 @@ def check_nothing_is_left(pool: WorkerPool, dispatcher: Dispatcher, since: int) 
     assert s.retries == CHUNKS * CHUNK * 9 // 100  # each FailOnce job, once
     assert s.timed_out == TIMEOUTS
     assert s.abandoned_threads == 0
-    assert pool._ledger.live_jobs() == []
-    assert pool._queue.qsize() == 0
-    wait_until(lambda: pool._timer.pending() == 0)  # the last timeouts' evictions are due
+    stats = pool.statistics()
+    assert stats.jobs.in_flight == 0
+    assert stats.backend.ready == stats.backend.delayed == 0
+    # the last timeouts' evictions are due
+    wait_until(lambda: pool.statistics().timer_entries == 0)
     assert pool.unfinished_jobs() == []
     for window in (pool.stats._queue_wait.window, pool.stats._run_time.window):
         assert len(window) == SAMPLE_WINDOW < s.attempts
-    assert not pool._abandoned
-    assert len(pool._active) <= WORKERS
+    assert stats.abandoned_threads == 0
+    assert stats.workers <= WORKERS
     assert len(pool.worker_threads()) <= WORKERS
-    assert not dispatcher._retries and not dispatcher._intake and not dispatcher._sources
-    assert dispatcher._outstanding == 0
+    d = dispatcher.statistics()
+    assert d.retries_waiting == d.submitted_waiting == d.sources == d.read_ahead == 0
+    assert d.outstanding == 0
     assert dispatcher.leftover_jobs() == []
     assert dispatcher.source_errors == []
     assert jobs_left(since, TIMER_HOLDS) <= TIMER_HOLDS  # the dispatcher is gone: holds none
@@ -366,13 +370,14 @@ def test_an_idle_timer_keeps_no_finished_job(how: str, gate: Gate) -> None:
 def test_a_timeout_and_a_submission_replace_an_abandoned_thread_once(gate: Gate) -> None:
     clock = FakeClock()
     pool = WorkerPool(1, timeout=1.0, clock=clock, logger=QUIET)
-    mark_abandoned = pool._mark_abandoned
+    threads = core_of(pool).threads
+    mark_abandoned = threads.mark_abandoned
 
     def mark_then_submit(slot: Any) -> None:  # a submission lands between the two sections
         mark_abandoned(slot)
         pool.submit(noop)
 
-    pool._mark_abandoned = mark_then_submit  # type: ignore[method-assign]
+    threads.mark_abandoned = mark_then_submit  # type: ignore[method-assign]
     try:
         hung = pool.submit(gate.wait)
         assert gate.entered(1)
@@ -380,7 +385,7 @@ def test_a_timeout_and_a_submission_replace_an_abandoned_thread_once(gate: Gate)
         assert isinstance(hung.exception(timeout=5), JobTimeoutError)
         clock.advance(COOPERATION_GRACE)  # now it is abandoned
         wait_until(lambda: pool.stats.snapshot().succeeded == 1)  # the job submitted between
-        assert len(pool._active) <= pool.max_workers, "more workers than max_workers"
+        assert pool.statistics().workers <= pool.max_workers, "more workers than max_workers"
     finally:
         gate.open()
         pool.shutdown()

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from chronos import JobTimeoutError, WorkerPool
-from chronos.attempts import COOPERATION_GRACE
+from chronos.pool import core_of
+from chronos.pool.attempts import COOPERATION_GRACE
 from chronos.testing import FakeClock
 from tests.conftest import Gate, wait_until
 from tests.reliability.chaos import (
@@ -104,14 +105,14 @@ def test_a_submit_racing_an_abandonment_keeps_the_cap(
         pool.submit(abs, -1)
         submitted.set()
 
-    mark_abandoned = pool._mark_abandoned
+    mark_abandoned = core_of(pool).threads.mark_abandoned
 
     def mark_then_let_the_caller_in(slot: Any) -> None:
         mark_abandoned(slot)
         go.set()
         assert submitted.wait(5)
 
-    monkeypatch.setattr(pool, "_mark_abandoned", mark_then_let_the_caller_in)
+    monkeypatch.setattr(core_of(pool).threads, "mark_abandoned", mark_then_let_the_caller_in)
     other = threading.Thread(target=caller, name="caller")
     other.start()
     try:

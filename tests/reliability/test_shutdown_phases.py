@@ -63,6 +63,7 @@ from structlog.testing import capture_logs
 
 import chronos
 from chronos import AttemptOutcome, Dispatcher, Job, JobStatus, RetryPolicy, WorkerPool
+from chronos.pool import core_of
 from chronos.testing import FakeClock
 from tests.conftest import Gate, wait_until
 
@@ -300,7 +301,11 @@ def queue_full_phase(books: Books, logs: LogList, clock: FakeClock, gate: Gate) 
     producer = threading.Thread(target=pool.submit_job, args=(blocked,), name="producer")
     producer.start()
     # The dispatcher (with dispatched-0) and the producer both wait for room in the queue.
-    wait_until(lambda: pool._queue._waiting == 2 and held[0].status is JobStatus.QUEUED)
+    wait_until(
+        lambda: (
+            pool.statistics().backend.waiting_producers == 2 and held[0].status is JobStatus.QUEUED
+        )
+    )
     assert [job.status for job in held[1:]] == [JobStatus.PENDING] * 2
     return Scene(
         pool,
@@ -651,7 +656,8 @@ def test_shutdown_joins_every_worker_it_started(gate: Gate) -> None:
     pool.submit(abs, -1)  # the queue is full
     shutting_down.set()
 
-    spawn = pool._adjust_thread_count
+    core = core_of(pool)
+    spawn = core.threads.ensure_worker
     may_spawn = threading.Event()
 
     def spawn_when_allowed() -> None:
@@ -660,11 +666,11 @@ def test_shutdown_joins_every_worker_it_started(gate: Gate) -> None:
         spawn()
 
     producer = threading.Thread(target=pool.submit, args=(abs, -2), name="producer")
-    pool._adjust_thread_count = spawn_when_allowed  # type: ignore[method-assign]
+    core.threads.ensure_worker = spawn_when_allowed  # type: ignore[method-assign]
     producer.start()
-    wait_until(lambda: pool._queue._waiting == 1)  # blocked on the full queue
+    wait_until(lambda: pool.statistics().backend.waiting_producers == 1)  # blocked: full queue
 
-    stop_timer = pool._timer.stop
+    stop_timer = core.timer.stop
 
     def workers_listed_then_stop_timer(timeout: float | None = None) -> bool:
         # _stop_threads() joined the workers it listed and now stops the timer: let the
@@ -673,7 +679,7 @@ def test_shutdown_joins_every_worker_it_started(gate: Gate) -> None:
         producer.join(BOUND)
         return stop_timer(timeout)
 
-    pool._timer.stop = workers_listed_then_stop_timer  # type: ignore[method-assign]
+    core.timer.stop = workers_listed_then_stop_timer  # type: ignore[method-assign]
     try:
         pool.terminate()
         assert hung.cancelled()

@@ -2,7 +2,7 @@
 
 Each test runs ``SIGNAL_SCRIPT`` with ``sys.executable`` and talks to it through its stdout:
 the child prints ``READY`` once its jobs are in a known state, the test sends signals, and
-the child ends with chronos's final report (:func:`chronos.report.summarize`), then a JSON
+the child ends with chronos's final report (:func:`chronos.cli.report.summarize`), then a JSON
 line with what it saw, and exits with the report's exit status.  Nothing waits by sleeping:
 every wait is bounded and ends on a line from the child (or on its exit).
 
@@ -47,7 +47,7 @@ import time
 
 import chronos
 from chronos import Dispatcher, GracefulShutdown, Job, JobStatus, WorkerPool
-from chronos.report import summarize
+from chronos.cli.report import summarize
 
 BEGAN = time.monotonic()
 # Behave as a foreground program even if the test runs as a background job (whose children

@@ -4,7 +4,7 @@ Fifteen jobs with payloads are dispatched one every 300 ms to four worker thread
 job works a random 100-1000 ms and fails one time in five; each attempt may run for one
 second, and a failed or timed-out attempt is retried with exponential backoff and full
 jitter, three attempts in all.  :class:`DemoConfig` holds those numbers (the command line
-sets every one of them, see :mod:`chronos.cli`); this module only makes the jobs.
+sets every one of them, see :mod:`chronos.cli.app`); this module only makes the jobs.
 
 Outcomes are reproducible.  What an attempt does (how long it works, whether it fails) is
 drawn from a :class:`random.Random` seeded with the run's seed, the job's number and the
@@ -24,11 +24,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from chronos.context import current_job
-from chronos.errors import JobTimeoutError
-from chronos.job import Job
-from chronos.retry import RetryPolicy
-from chronos.status import JobStatus
+from chronos import Job, JobStatus, JobTimeoutError, RetryPolicy, current_job
 
 __all__ = [
     "AttemptPlan",

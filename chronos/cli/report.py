@@ -19,14 +19,21 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
+from chronos import (
+    SYSTEM_CLOCK,
+    Attempt,
+    AttemptOutcome,
+    Clock,
+    Dispatcher,
+    Job,
+    JobFuture,
+    JobStatus,
+    JobTimeoutError,
+    LatencySummary,
+    StatsSnapshot,
+    WorkerPool,
+)
 from chronos._validate import check_clock, check_count, check_number
-from chronos.clock import SYSTEM_CLOCK, Clock
-from chronos.dispatcher import Dispatcher
-from chronos.errors import JobTimeoutError
-from chronos.job import Attempt, AttemptOutcome, Job, JobFuture
-from chronos.pool import WorkerPool
-from chronos.stats import LatencySummary, StatsSnapshot
-from chronos.status import JobStatus
 
 __all__ = ["DispatchMeter", "JobSummary", "RunReport", "summarize"]
 

@@ -9,7 +9,7 @@ see ``False`` and drop what they had (a late result is never applied).
   decides what follows (the retry policy), logs and resolves the Future itself, as
   ThreadPoolExecutor runs callbacks on the job's worker.
 - The timer thread only *fences* an attempt that passed its deadline (:func:`deadline_due`)
-  and hands the rest to the pool's :class:`chronos.handoff.Handoff`
+  and hands the rest to the pool's :class:`chronos.pool.handoff.Handoff`
   (:func:`settle_timed_out`): the timer never runs user code.  A little later
   (:data:`COOPERATION_GRACE`) it looks again (:func:`evict_if_running`): a cooperative job
   has returned by then and its thread carries on; only a thread still inside the attempt is
@@ -25,31 +25,25 @@ thread shuts the pool down.
 from __future__ import annotations
 
 import math
-import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from chronos.errors import JobInterrupted, JobTimeoutError
-from chronos.interrupt import raise_in_thread
-from chronos.job import (
-    Attempt,
-    AttemptOutcome,
-    Job,
+from chronos._ledger import (
     cancel_waiting,
     detach_future,
     end_attempt,
     fence_attempt,
-    forget_frames,
     resolve_cancelled,
+    route_of,
     settle_attempt,
     start_attempt,
     succeed_attempt,
-    timeout_message,
 )
+from chronos.errors import JobInterrupted, JobTimeoutError
+from chronos.interrupt import raise_in_thread
+from chronos.job import Attempt, AttemptOutcome, Job, forget_frames, timeout_message
+from chronos.pool.core import PoolCore
+from chronos.pool.threads import WorkerSlot
 from chronos.status import JobStatus
-
-if TYPE_CHECKING:
-    from chronos.pool import WorkerPool
-    from chronos.worker import WorkerSlot
 
 __all__ = [
     "COOPERATION_GRACE",
@@ -70,7 +64,7 @@ _TIMED_OUT = AttemptOutcome.TIMED_OUT
 _RETRY_WAIT = JobStatus.RETRY_WAIT
 
 
-def run(pool: WorkerPool, job: Job[Any], slot: WorkerSlot) -> None:
+def run(core: PoolCore, job: Job[Any], slot: WorkerSlot) -> None:
     """Run the next attempt of a queued ``job`` on the calling worker thread.
 
     The hot path of every job: a no-op job spends most of its time in chronos here, so the
@@ -78,11 +72,11 @@ def run(pool: WorkerPool, job: Job[Any], slot: WorkerSlot) -> None:
     sections, :func:`start_attempt` and :func:`succeed_attempt`, and one round trip of the
     Future.
     """
-    now_of = pool._now
+    now_of = core.now
     now = now_of()
     timeout = job.timeout
     if timeout is None:
-        timeout = pool._timeout
+        timeout = core.timeout
     deadline = None if timeout is None else now + timeout
     # Read before the attempt starts: once it has, the job may end (timed out) and release
     # its callable while this thread has yet to call it.
@@ -91,16 +85,16 @@ def run(pool: WorkerPool, job: Job[Any], slot: WorkerSlot) -> None:
     if attempt is None:  # cancelled while it waited in the queue
         return
     if deadline is not None and deadline < slot.check_at:
-        pool._arm_deadline(deadline, slot)  # (else the timer's next look at the slot is soon)
-    events = pool._events
-    if events._debug_on:
+        arm_deadline(core, deadline, slot)  # (else the timer's next look at the slot is soon)
+    events = core.events
+    if events.wants_started:
         events.started(job, attempt)
     slot.running = (job, attempt)
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:  # every outcome of a job is data, never a dead worker
         slot.running = None
-        _raised(pool, job, attempt, slot, _strip_own_frame(exc), now_of())
+        _raised(core, job, attempt, slot, _strip_own_frame(exc), now_of())
         # This frame outlives the call as the f_back of the job's frames in the error's
         # traceback: it must not hold the job (which holds the error), or the two make a
         # cycle that only the garbage collector frees (ThreadPoolExecutor does the same).
@@ -110,14 +104,14 @@ def run(pool: WorkerPool, job: Job[Any], slot: WorkerSlot) -> None:
     now = now_of()
     if deadline is not None and now >= deadline:  # it overran: timed out, result dropped
         error = JobTimeoutError(timeout_message(job, attempt))
-        _end_by_worker(pool, job, attempt, slot, error, _TIMED_OUT, now)
+        _end_by_worker(core, job, attempt, slot, error, _TIMED_OUT, now)
         return
     if succeed_attempt(job, attempt, now, slot):
-        if events._info_on:
+        if events.wants_succeeded:
             events.succeeded(job, attempt)
-        detach_future(job, result, None)._succeed(result)
+        detach_future(job, result, None).set_result(result)
     else:  # the timer or shutdown ended the attempt first: our result comes too late
-        _late(pool, job, attempt, slot)
+        _late(core, job, attempt, slot)
 
 
 def _strip_own_frame(error: BaseException) -> BaseException:
@@ -130,7 +124,7 @@ def _strip_own_frame(error: BaseException) -> BaseException:
 
 
 def _raised(
-    pool: WorkerPool,
+    core: PoolCore,
     job: Job[Any],
     attempt: Attempt,
     slot: WorkerSlot,
@@ -145,13 +139,13 @@ def _raised(
             timeout = JobTimeoutError(timeout_message(job, attempt))
             timeout.__cause__ = error
             error = timeout
-        _end_by_worker(pool, job, attempt, slot, error, _TIMED_OUT, now)
+        _end_by_worker(core, job, attempt, slot, error, _TIMED_OUT, now)
     else:
-        _end_by_worker(pool, job, attempt, slot, error, AttemptOutcome.FAILED, now)
+        _end_by_worker(core, job, attempt, slot, error, AttemptOutcome.FAILED, now)
 
 
 def _end_by_worker(
-    pool: WorkerPool,
+    core: PoolCore,
     job: Job[Any],
     attempt: Attempt,
     slot: WorkerSlot,
@@ -160,34 +154,34 @@ def _end_by_worker(
     now: float,
 ) -> None:
     """The worker's own attempt failed or overran: decide, end it, and say what follows."""
-    attempt._returned = True  # before any retry can be scheduled (see retry_due)
+    attempt.returned = True  # before any retry can be scheduled (see retry_due)
     if slot.release():
         # Abandoned meanwhile (the timer fenced it and evicted us): the attempt is not ours.
-        _late(pool, job, attempt, slot)
+        _late(core, job, attempt, slot)
         return
-    delay = _retry_delay(pool, job, attempt, error, now)
+    delay = _retry_delay(core, job, attempt, error, now)
     if delay is not None:
         new = _RETRY_WAIT
     else:
         new = JobStatus.TIMED_OUT if outcome is _TIMED_OUT else JobStatus.FAILED
     if not end_attempt(job, attempt, new, outcome, now, error):
-        _late(pool, job, attempt, slot)
+        _late(core, job, attempt, slot)
         return
-    _settled(pool, job, attempt, error, delay, now)
+    _settled(core, job, attempt, error, delay, now)
 
 
-def _late(pool: WorkerPool, job: Job[Any], attempt: Attempt, slot: WorkerSlot) -> None:
+def _late(core: PoolCore, job: Job[Any], attempt: Attempt, slot: WorkerSlot) -> None:
     """Someone else ended this worker's attempt: drop the outcome, free the slot."""
     slot.release()
-    pool._events.late_result(job, attempt)
-    pool._thread_returned(attempt)
+    core.events.late_result(job, attempt)
+    thread_returned(core, attempt)
 
 
 def _retry_delay(
-    pool: WorkerPool, job: Job[Any], attempt: Attempt, error: BaseException, now: float
+    core: PoolCore, job: Job[Any], attempt: Attempt, error: BaseException, now: float
 ) -> float | None:
     """What the retry policy says (user code: never called on the timer thread)."""
-    policy = job.retry if job.retry is not None else pool._retry
+    policy = job.retry if job.retry is not None else core.retry
     if policy is None:
         return None
     elapsed = max(0.0, now - job.attempts[0].started)
@@ -195,7 +189,7 @@ def _retry_delay(
 
 
 def _settled(
-    pool: WorkerPool,
+    core: PoolCore,
     job: Job[Any],
     attempt: Attempt,
     error: BaseException,
@@ -205,7 +199,7 @@ def _settled(
     """The job left RUNNING because ``attempt`` failed or timed out: log it, then schedule
     the retry or resolve the Future.  Runs user code (loggers, callbacks): never on the timer.
     """
-    events = pool._events
+    events = core.events
     will_retry = delay is not None
     if attempt.outcome is _TIMED_OUT:
         deadline = attempt.deadline
@@ -216,7 +210,7 @@ def _settled(
     if delay is not None:
         forget_frames(error)  # the job goes on: its failed attempt pins nothing
         events.retry_scheduled(job, attempt, delay)
-        pool._schedule_retry(job, attempt, now + delay)
+        schedule_retry(core, job, now + delay)
         return
     events.gave_up(job, attempt, error)
     detach_future(job, None, error).set_exception(error)
@@ -225,7 +219,7 @@ def _settled(
 # -- the timer's part: fence, then hand over -------------------------------------------------
 
 
-def deadline_due(pool_ref: weakref.ref[WorkerPool], slot: WorkerSlot) -> None:
+def deadline_due(core: PoolCore, slot: WorkerSlot) -> None:
     """On the timer thread: the time to look at ``slot`` came.  If its attempt passed its
     deadline, fence it and hand over; if it runs one with a later deadline, look again then.
 
@@ -233,9 +227,6 @@ def deadline_due(pool_ref: weakref.ref[WorkerPool], slot: WorkerSlot) -> None:
     only for a deadline earlier than the slot's next one (``slot.check_at``), so a steady
     stream of attempts with one timeout costs the timer one look per slot per timeout.
     """
-    pool = pool_ref()
-    if pool is None:
-        return
     # check_at first, then current (the worker writes them in the other order): a worker
     # that started an attempt meanwhile either sees inf and arms, or is seen here.
     slot.check_at = math.inf
@@ -246,41 +237,38 @@ def deadline_due(pool_ref: weakref.ref[WorkerPool], slot: WorkerSlot) -> None:
     deadline = attempt.deadline
     if deadline is None:
         return
-    now = pool._clock.now()
+    now = core.now()
     if deadline > now:
         slot.check_at = deadline
-        pool._timer.call_at(deadline, deadline_due, pool_ref, slot)
+        core.timer.call_at(deadline, deadline_due, core, slot)
         return
     if not fence_attempt(current[0], attempt, _TIMED_OUT, now):
         return  # its worker (or shutdown) ended it first
-    pool._handoff.submit(settle_timed_out, pool, current[0], attempt)
+    core.handoff.submit(settle_timed_out, core, current[0], attempt)
     # From the deadline, not from now: the same moment whenever the timer got here.
-    pool._timer.call_at(deadline + COOPERATION_GRACE, evict_if_running, pool_ref, slot, attempt)
+    core.timer.call_at(deadline + COOPERATION_GRACE, evict_if_running, core, slot, attempt)
 
 
-def evict_if_running(pool_ref: weakref.ref[WorkerPool], slot: WorkerSlot, attempt: Attempt) -> None:
+def evict_if_running(core: PoolCore, slot: WorkerSlot, attempt: Attempt) -> None:
     """On the timer thread, :data:`COOPERATION_GRACE` after a timeout: abandon the thread
     if it is still inside the attempt; the replacement and the event go to the Handoff."""
-    pool = pool_ref()
-    if pool is None:
-        return
     with slot.lock:
         current = slot.current
         if current is None or current[1] is not attempt:
             return  # it returned: a cooperative job, never abandoned
-        _abandon_locked(pool, slot)
-    pool._handoff.submit(after_abandon, pool, slot, current)
+        _abandon_locked(core, slot)
+    core.handoff.submit(after_abandon, core, slot, current)
 
 
-def _abandon_locked(pool: WorkerPool, slot: WorkerSlot) -> None:
+def _abandon_locked(core: PoolCore, slot: WorkerSlot) -> None:
     """Take ``slot`` from its thread, which runs on in an attempt that was ended for it.
     Caller holds ``slot.lock``: the thread may return at once, and must then find itself
     filed as abandoned, to be counted back."""
     current = slot.current
     slot.current = None
     slot.abandoned = True
-    pool._mark_abandoned(slot)
-    if pool._interrupt and current is not None and not slot.interrupted:
+    core.threads.mark_abandoned(slot)
+    if core.settings.interrupt and current is not None and not slot.interrupted:
         _interrupt_locked(slot)
 
 
@@ -294,96 +282,129 @@ def _interrupt_locked(slot: WorkerSlot) -> None:  # caller holds slot.lock
         slot.interrupted = raise_in_thread(thread.ident, JobInterrupted)
 
 
-def after_abandon(pool: WorkerPool, slot: WorkerSlot, current: tuple[Job[Any], Attempt]) -> None:
+def after_abandon(core: PoolCore, slot: WorkerSlot, current: tuple[Job[Any], Attempt]) -> None:
     """On a Handoff thread: replace an abandoned thread (if allowed) and report it."""
-    replaced = pool._abandon(slot, replace=True)
+    replaced = core.threads.replace_abandoned(slot, replace=True)
     job, attempt = current
-    pool._events.thread_abandoned(job, attempt, pool.stats.abandoned_threads.value, replaced)
+    core.events.thread_abandoned(job, attempt, core.stats.abandoned_threads.value, replaced)
 
 
-def settle_timed_out(pool: WorkerPool, job: Job[Any], attempt: Attempt) -> None:
+def settle_timed_out(core: PoolCore, job: Job[Any], attempt: Attempt) -> None:
     """On a Handoff thread: decide what follows an attempt the timer fenced, and do it."""
     error = JobTimeoutError(timeout_message(job, attempt))
     ended = attempt.ended
     assert ended is not None
-    delay = _retry_delay(pool, job, attempt, error, ended)
+    delay = _retry_delay(core, job, attempt, error, ended)
     new = _RETRY_WAIT if delay is not None else JobStatus.TIMED_OUT
     if settle_attempt(job, attempt, new, error):
-        _settled(pool, job, attempt, error, delay, pool._clock.now())
+        _settled(core, job, attempt, error, delay, core.now())
 
 
-def retry_due(
-    pool_ref: weakref.ref[WorkerPool], job_ref: weakref.ref[Job[Any]], attempt: Attempt
-) -> None:
-    """On the timer thread: the backoff after ``attempt`` ended.  The timer holds the job
-    weakly, so one cancelled meanwhile is already gone; one still waiting is handed over."""
-    pool = pool_ref()
-    job = job_ref()
-    if pool is None or job is None:
-        return
-    if job._status is _RETRY_WAIT and job.attempts[-1] is attempt:
-        pool._handoff.submit(requeue_retry, pool, job, attempt)
+def retry_due(core: PoolCore, job: Job[Any]) -> None:
+    """On the backend's delay timer: the backoff of ``job`` ended (the backend held it
+    weakly, so one cancelled meanwhile is already gone); one still waiting is handed over."""
+    if job.status is _RETRY_WAIT:
+        core.handoff.submit(requeue_retry, core, job, job.attempts[-1])
 
 
-def requeue_retry(pool: WorkerPool, job: Job[Any], attempt: Attempt) -> None:
+def requeue_retry(core: PoolCore, job: Job[Any], attempt: Attempt) -> None:
     """On a Handoff thread: put a job whose backoff ended back in line (its route: the
     pool's queue or its Dispatcher), unless ``wait_for_abandoned`` holds it for the thread
     of its timed-out attempt, which then re-queues it when it returns."""
-    if pool._hold_for_thread(job, attempt):
+    if hold_for_thread(core, job, attempt):
         return
-    route = job._route
-    assert route is not None
-    route.requeue(job)
+    route_of(job).requeue(job)
+
+
+# -- scheduling: deadlines on the pool's timer, backoffs in the backend ---------------------
+
+
+def arm_deadline(core: PoolCore, deadline: float, slot: WorkerSlot) -> None:
+    """A worker started an attempt that ends at ``deadline``, before the timer's next look
+    at its ``slot``: have the timer look then (see :func:`deadline_due`)."""
+    core.start_handoff()  # here, on a worker: never on the timer
+    slot.check_at = deadline
+    core.timer.call_at(deadline, deadline_due, core, slot)
+
+
+def schedule_retry(core: PoolCore, job: Job[Any], when: float) -> None:
+    """``job`` waits in RETRY_WAIT until ``when``: the backend holds it until then (see
+    :func:`retry_due`)."""
+    core.start_handoff()
+    core.backend.put(job, not_before=when)
+
+
+def hold_for_thread(core: PoolCore, job: Job[Any], attempt: Attempt) -> bool:
+    """With ``wait_for_abandoned``: hold the retry of ``job`` while the thread of its
+    timed-out ``attempt`` still runs (True: held; :func:`thread_returned` re-queues)."""
+    if not core.settings.wait_for_abandoned:
+        return False
+    with core.held_lock:
+        if attempt.returned:
+            return False
+        core.held[attempt] = job
+        return True
+
+
+def thread_returned(core: PoolCore, attempt: Attempt) -> None:
+    """The thread of an attempt that someone else ended has returned from it."""
+    if not core.settings.wait_for_abandoned:
+        return  # nothing is ever held: no lock to take
+    with core.held_lock:
+        attempt.returned = True
+        job = core.held.pop(attempt, None) if core.held else None
+    if job is not None:
+        requeue_retry(core, job, attempt)
 
 
 # -- shutdown --------------------------------------------------------------------------------
 
 
-def cancel_running(pool: WorkerPool, slot: WorkerSlot, current: tuple[Job[Any], Attempt]) -> None:
+def cancel_running(core: PoolCore, slot: WorkerSlot, current: tuple[Job[Any], Attempt]) -> None:
     """Shutdown cut a running attempt short: cancel its job and abandon its thread."""
     job, attempt = current
-    now = pool._clock.now()
+    now = core.now()
     cancelled = AttemptOutcome.CANCELLED
     if end_attempt(job, attempt, JobStatus.CANCELLED, cancelled, now, ended_by="shutdown"):
-        _abandon_now(pool, slot, current)
-        _cancelled(pool, job)
+        _abandon_now(core, slot, current)
+        _cancelled(core, job)
     else:
-        abandon_if_fenced(pool, slot)
+        abandon_if_fenced(core, slot)
 
 
-def abandon_if_fenced(pool: WorkerPool, slot: WorkerSlot) -> None:
+def abandon_if_fenced(core: PoolCore, slot: WorkerSlot) -> None:
     """Shutdown stops the threads: one still inside an attempt that was already ended for
     it (timed out, within its cooperation grace) is abandoned now, not waited for."""
     current = slot.current
     if current is not None and current[1].outcome is not None:
-        _abandon_now(pool, slot, current)
+        _abandon_now(core, slot, current)
 
 
-def _abandon_now(pool: WorkerPool, slot: WorkerSlot, current: tuple[Job[Any], Attempt]) -> None:
+def _abandon_now(core: PoolCore, slot: WorkerSlot, current: tuple[Job[Any], Attempt]) -> None:
     with slot.lock:
         evicted = slot.current is current
         if evicted:
-            _abandon_locked(pool, slot)
+            _abandon_locked(core, slot)
     if evicted:
-        pool._abandon(slot, replace=False)
+        core.threads.replace_abandoned(slot, replace=False)
         job, attempt = current
-        abandoned = pool.stats.abandoned_threads.value
-        pool._events.thread_abandoned(job, attempt, abandoned, replaced=False, reason="shutdown")
+        abandoned = core.stats.abandoned_threads.value
+        core.events.thread_abandoned(job, attempt, abandoned, replaced=False, reason="shutdown")
 
 
-def cancel_fenced(pool: WorkerPool, job: Job[Any]) -> None:
+def cancel_fenced(core: PoolCore, job: Job[Any]) -> None:
     """Shutdown ends a job whose attempt the timer fenced but nobody settled yet (its
     settlement waits behind a blocked task, say): settled here and now, as it would have
     been, and if that leaves it waiting for a retry, cancelled in its backoff."""
     attempt = job.attempts[-1] if job.attempts else None
     if attempt is None or attempt.outcome is not _TIMED_OUT:
         return
-    settle_timed_out(pool, job, attempt)
-    if cancel_waiting(job, _RETRY_WAIT, pool._clock.now(), "shutdown"):
-        pool._record_unfinished(job)
+    settle_timed_out(core, job, attempt)
+    if cancel_waiting(job, _RETRY_WAIT, core.now(), "shutdown"):
+        core.record_unfinished(job)
 
 
-def _cancelled(pool: WorkerPool, job: Job[Any]) -> None:
+def _cancelled(core: PoolCore, job: Job[Any]) -> None:
     resolve_cancelled(job)
-    pool._events.cancelled(job, reason="shutdown")
-    pool._record_unfinished(job)
+    core.events.cancelled(job, reason="shutdown")
+    core.record_unfinished(job)

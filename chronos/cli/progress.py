@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from chronos.stats import StatsSnapshot
+from chronos import StatsSnapshot
 
 __all__ = ["Console", "LineLogger", "ProgressTicker", "render_progress"]
 

@@ -3,7 +3,8 @@
 The demo is written the way any program using chronos would be: it configures structlog
 (chronos itself never does), builds a :class:`chronos.WorkerPool`, a
 :class:`chronos.Dispatcher` and a :class:`chronos.GracefulShutdown`, hands the jobs of
-:mod:`chronos.demo` to the dispatcher, and prints :func:`chronos.report.summarize`'s report.
+:mod:`chronos.cli.demo` to the dispatcher, and prints :func:`chronos.cli.report.summarize`'s
+report.
 
 Output: log lines and the progress line go to stderr (the progress line only when stderr is
 a terminal), the final report to stdout.  Exit status: 0 when every job succeeded, 1 when
@@ -25,14 +26,10 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import Processor
 
-from chronos import __version__
-from chronos.clock import SYSTEM_CLOCK
-from chronos.demo import DemoConfig, make_jobs
-from chronos.dispatcher import Dispatcher
-from chronos.pool import WorkerPool
-from chronos.progress import Console, LineLogger, ProgressTicker, render_progress
-from chronos.report import DispatchMeter, RunReport, summarize
-from chronos.shutdown import GracefulShutdown
+from chronos import SYSTEM_CLOCK, Dispatcher, GracefulShutdown, WorkerPool, __version__
+from chronos.cli.demo import DemoConfig, make_jobs
+from chronos.cli.progress import Console, LineLogger, ProgressTicker, render_progress
+from chronos.cli.report import DispatchMeter, RunReport, summarize
 
 __all__ = ["build_parser", "configure_logging", "main"]
 
