@@ -8,6 +8,10 @@ full (backpressure).  Sources are served in this order: retries that came due, l
 time (an endless generator runs in bounded memory).  Every attempt of a job dispatched here,
 first or retry, passes the rate limit.
 
+Longer than the ~400 lines the house style aims at: the dispatcher thread, its reader and
+the route that brings its retries back share one lock and the four queues it guards, and
+splitting them would spread one lock's invariants over several modules.
+
 Iterables are read on a thread of their own (the *reader*), a few items ahead of the
 dispatcher (at most :data:`READ_AHEAD`, and one when the pool's queue is full): a generator
 that blocks in ``next()`` (reading a live feed) holds up only itself, never live

@@ -31,13 +31,36 @@ _DEFAULT_POLICY = RetryPolicy()
 
 
 def _check_json(name: str, value: object) -> None:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    """Raise TypeError naming ``name`` unless ``value`` survives a JSON round trip as it is
+    (``json.dumps`` alone would turn a dict's int keys into str keys)."""
+    problem = _json_problem(value)
+    if problem is None:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            problem = str(exc)
+    if problem is not None:
         raise TypeError(
-            f"{name} must be JSON-able (str, int, float, bool, None, lists and "
-            f"str-keyed dicts of them): {exc}"
-        ) from None
+            f"{name} must be JSON-able (str, int, float, bool, None, and lists and "
+            f"str-keyed dicts of them): {problem}"
+        )
+
+
+def _json_problem(value: object, depth: int = 0) -> str | None:
+    """What keeps ``value`` from being JSON data, or None (json.dumps checks the rest)."""
+    if depth > 100:
+        return "nested too deeply"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"a dict key {key!r} is not a str"
+            if (problem := _json_problem(item, depth + 1)) is not None:
+                return problem
+    elif isinstance(value, list | tuple):
+        for item in value:
+            if (problem := _json_problem(item, depth + 1)) is not None:
+                return problem
+    return None
 
 
 def retry_to_dict(policy: RetryPolicy) -> dict[str, Any]:
@@ -156,9 +179,12 @@ class JobSpec:
             if not isinstance(retry, Mapping) or set(retry) - set(_RETRY_FIELDS):
                 raise ValueError(f"retry must be a mapping of {', '.join(_RETRY_FIELDS)}")
             retry = RetryPolicy(**retry)
+        args = data.get("args", ())
+        if not isinstance(args, list | tuple):
+            raise TypeError(f"args must be a list, got {type(args).__name__}")
         return cls(
             task=data["task"],
-            args=tuple(data.get("args", ())),
+            args=tuple(args),
             kwargs=data.get("kwargs", {}),
             timeout=data.get("timeout"),
             retry=retry,

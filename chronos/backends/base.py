@@ -106,7 +106,7 @@ class Backend(Protocol[J]):
         whoever sets them calls :meth:`wake_putters`.
 
         Returns:
-            True if the job was put; False if it gave up.
+            True if the job was put; False if it gave up (or the backend is closed).
         """
         ...
 

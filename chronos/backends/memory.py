@@ -116,6 +116,8 @@ class MemoryBackend:
         stop: threading.Event | None = None,
     ) -> bool:
         """See :meth:`chronos.backends.Backend.put`."""
+        if self._closed:
+            return False  # (a closed backend takes nothing: its takers are gone)
         if not_before is not None:
             self._delayed.increment()
             self._timer.call_at(not_before, self._due, weakref.ref(job))
@@ -264,10 +266,12 @@ class MemoryBackend:
 
     def release(self, claims: Sequence[Claim[_AnyJob]]) -> None:
         """See :meth:`chronos.backends.Backend.release`."""
+        released = []
         with self._lease_lock:
-            released = [c.job for c in claims if self._claimed.get(c.job.id) == c.token]
-            for job in released:
-                del self._claimed[job.id]
+            for claim in claims:  # (a claim listed twice is released once)
+                if self._claimed.get(claim.job.id) == claim.token:
+                    del self._claimed[claim.job.id]
+                    released.append(claim.job)
         for job in released:
             self._items.put(job)
 

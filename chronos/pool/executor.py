@@ -250,6 +250,7 @@ class WorkerPool(ThreadPoolExecutor):
             RuntimeError: the pool is shut down.
             BrokenThreadPool: a worker's initializer failed.
         """
+        # (Its steps are written out inline in submit(), for speed: keep the two in step.)
         core = self._core
         if core.broken_reason is not None:
             raise BrokenThreadPool(core.broken_reason)
