@@ -109,13 +109,15 @@ class LazyFuture(Future[T]):
 
     _condition = _LazyCondition()
 
-    def __init__(self) -> None:
-        # Future.__init__ without its Condition (see the class docstring).
+    def __init__(self, owner: Any = None) -> None:
+        # Future.__init__ without its Condition (see the class docstring); ``owner`` is
+        # what the Future is of (a subclass's ``job``), set here to spare a call per job.
         self._state = PENDING
         self._result: T | None = None
         self._exception: BaseException | None = None
         self._waiters: list[Any] = []
         self._done_callbacks: list[Callable[[Future[T]], object]] = []
+        self.job = owner
 
     def resolve_copy(self, result: T | None, error: BaseException | None, cancelled: bool) -> None:
         """Make this new Future resolved at once (a copy of a finished one's outcome)."""

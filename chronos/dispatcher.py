@@ -139,6 +139,7 @@ class Dispatcher:
         self._ledger = core.ledger
         self._events = core.events
         self._backend = core.backend
+        self._threads = core.threads
         #: This dispatcher's unfinished jobs, counted by the ledger (under its lock): the
         #: thread exits after close() only once it is 0, since until then a retry may
         #: still come back through it.
@@ -467,9 +468,11 @@ class Dispatcher:
                         return None
                     self._sleeping = True
             if job is not None:
-                if job.status is _PENDING:
+                # One cancelled while it waited here is skipped before it takes a token
+                # (without a rate limit, _push's release_pending skips it).
+                if self._bucket is None or job.status is _PENDING:
                     return job
-                continue  # cancelled while it waited here
+                continue
             self._clock.wait_until(self._wakeup, None)
 
     # -- the reader: pulls from the iterables given to dispatch(), on its own thread ---------
@@ -565,8 +568,15 @@ class Dispatcher:
         events = self._events
         if events.wants_dispatched:
             events.dispatched(job, self._name)
-        if not self._backend.put(job, stop=self._stop):
+        # backend.put(job, stop=...) and threads.ensure_worker(), with their fast paths
+        # inline (originals: MemoryBackend.has_room, ThreadBook.ensure_worker).
+        backend = self._backend
+        if backend.items.qsize() < backend.bound:
+            backend.items.put(job)
+        elif not backend.put(job, stop=self._stop):
             # Stopped while the queue was full, or the job was cancelled meanwhile.
             self._cancel(job, JobStatus.QUEUED, "dispatcher.stop")
             return
-        self._core.threads.ensure_worker()
+        threads = self._threads
+        if len(threads.active) < threads.max_workers:
+            threads.ensure_worker()

@@ -379,9 +379,10 @@ class JobFuture(LazyFuture[T]):
     Thread-safety: as ``concurrent.futures.Future``.
     """
 
+    job: Job[T]  # set by LazyFuture.__init__(job)
+
     def __init__(self, job: Job[T]) -> None:
-        super().__init__()
-        self.job = job
+        super().__init__(job)
 
     def cancel(self) -> bool:
         if self.is_finished():  # Executor.map cancels every Future it has read

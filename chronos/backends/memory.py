@@ -68,7 +68,6 @@ class MemoryBackend:
         "_duplicates",
         "_fenced",
         "_finished",
-        "_items",
         "_lease_lock",
         "_not_full",
         "_on_due",
@@ -76,6 +75,7 @@ class MemoryBackend:
         "_tokens",
         "_waiting",
         "bound",
+        "items",
         "maxsize",
     )
 
@@ -91,7 +91,10 @@ class MemoryBackend:
         self.maxsize = maxsize
         #: ``maxsize``, or a bound never reached when the queue is unbounded.
         self.bound = maxsize if maxsize > 0 else sys.maxsize
-        self._items: queue.SimpleQueue[_AnyJob | None] = queue.SimpleQueue()
+        #: The ready queue itself, for the hot paths of the pool's ``submit`` and the
+        #: Dispatcher: while :meth:`has_room`, a producer may ``items.put(job)`` directly
+        #: (what :meth:`put` does then).  Read-only.
+        self.items: queue.SimpleQueue[_AnyJob | None] = queue.SimpleQueue()
         self._not_full = threading.Condition()  # guards _waiting; producers wait on it
         self._waiting = 0  # producers blocked in put()
         self._on_due = on_due
@@ -122,7 +125,7 @@ class MemoryBackend:
             self._delayed.increment()
             self._timer.call_at(not_before, self._due, weakref.ref(job))
             return True
-        items = self._items
+        items = self.items
         maxsize = self.maxsize
         if maxsize <= 0 or items.qsize() < maxsize:
             items.put(job)
@@ -141,24 +144,19 @@ class MemoryBackend:
 
     def put_nowait(self, job: _AnyJob) -> None:
         """See :meth:`chronos.backends.Backend.put_nowait`."""
-        self._items.put(job)
+        self.items.put(job)
 
     def has_room(self) -> bool:
-        """Whether a :meth:`put` would not wait now: the fast path's test, inlined by the
-        pool's ``submit`` (``items.qsize() < bound``) -- this is its original."""
-        return self._items.qsize() < self.bound
-
-    @property
-    def items(self) -> queue.SimpleQueue[_AnyJob | None]:
-        """The ready queue itself, for the pool's hot path: while :meth:`has_room`, a
-        producer may ``items.put(job)`` directly (what :meth:`put` does then)."""
-        return self._items
+        """Whether a :meth:`put` would not wait now: the fast path's test.  Its inlined
+        copies (``items.qsize() < bound``, then ``items.put(job)``): ``WorkerPool.submit``
+        and ``Dispatcher._push``."""
+        return self.items.qsize() < self.bound
 
     def take(self) -> _AnyJob | None:
         """See :meth:`chronos.backends.Backend.take`."""
-        job = self._items.get()
+        job = self.items.get()
         if job is None:  # the stop sentinel: pass it on to the next taker
-            self._items.put(None)
+            self.items.put(None)
             return None
         if self._waiting:
             with self._not_full:
@@ -167,11 +165,11 @@ class MemoryBackend:
 
     def room(self) -> int:
         """See :meth:`chronos.backends.Backend.room`."""
-        return max(0, self.bound - self._items.qsize())
+        return max(0, self.bound - self.items.qsize())
 
     def qsize(self) -> int:
         """How many jobs are ready (approximate while others put and take)."""
-        return self._items.qsize()
+        return self.items.qsize()
 
     def wake_putters(self) -> None:
         """See :meth:`chronos.backends.Backend.wake_putters`."""
@@ -183,7 +181,7 @@ class MemoryBackend:
         waiting for it)."""
         if not self._closed:
             self._closed = True
-            self._items.put(None)
+            self.items.put(None)
             self._timer.stop(0)
         self.wake_putters()
 
@@ -204,7 +202,7 @@ class MemoryBackend:
             return  # cancelled meanwhile (and freed), or the backend is closed
         on_due = self._on_due
         if on_due is None:
-            self._items.put(job)
+            self.items.put(job)
         else:
             on_due(job)
 
@@ -216,7 +214,7 @@ class MemoryBackend:
             raise ValueError(f"limit must be >= 1, got {limit!r}")
         claims: list[Claim[_AnyJob]] = []
         try:
-            first = self._items.get(timeout=timeout)
+            first = self.items.get(timeout=timeout)
         except queue.Empty:
             return claims
         item: _AnyJob | None = first
@@ -225,11 +223,11 @@ class MemoryBackend:
             if len(claims) >= limit:
                 break
             try:
-                item = self._items.get_nowait()
+                item = self.items.get_nowait()
             except queue.Empty:
                 break
         if item is None:
-            self._items.put(None)  # the stop sentinel stays for the other takers
+            self.items.put(None)  # the stop sentinel stays for the other takers
         if self._waiting:
             with self._not_full:
                 self._not_full.notify_all()
@@ -273,7 +271,7 @@ class MemoryBackend:
                     del self._claimed[claim.job.id]
                     released.append(claim.job)
         for job in released:
-            self._items.put(job)
+            self.items.put(job)
 
     def recover(self) -> int:
         """See :meth:`chronos.backends.Backend.recover`: nothing to recover in memory (no
@@ -282,7 +280,7 @@ class MemoryBackend:
 
     def statistics(self) -> BackendStatistics:
         """See :meth:`chronos.backends.Backend.statistics`."""
-        ready = self._items.qsize()
+        ready = self.items.qsize()
         if self._closed and ready:
             ready -= 1  # the stop sentinel
         with self._lease_lock:
@@ -302,4 +300,4 @@ class MemoryBackend:
         )
 
     def __repr__(self) -> str:
-        return f"<MemoryBackend ready={self._items.qsize()} maxsize={self.maxsize}>"
+        return f"<MemoryBackend ready={self.items.qsize()} maxsize={self.maxsize}>"

@@ -121,7 +121,8 @@ class ThreadBook:
 
     def ensure_worker(self) -> None:
         """One more thread per call until ``max_workers`` run: a plain length test on the
-        hot path (ThreadPoolExecutor pays a Semaphore round trip per job)."""
+        hot path (ThreadPoolExecutor pays a Semaphore round trip per job).  The test is
+        inlined before the call in ``WorkerPool.submit`` and ``Dispatcher._push``."""
         if len(self.active) >= self.max_workers:
             return
         with self.lock:
