@@ -114,8 +114,8 @@ def _chronos_stages(n: int) -> list[Stage]:
     jobs: list[Job[None]] = []
     stages.append(
         (
-            "  Job.of_call(fn, args, kwargs) incl. JobFuture",
-            _repeat(n, lambda: jobs.append(Job.of_call(_noop, (), {}))),
+            "  Job.future_of_call(fn, args, kwargs) incl. JobFuture",
+            _repeat(n, lambda: jobs.append(Job.future_of_call(_noop, (), {}).job)),
         )
     )
     stages.append(

@@ -107,7 +107,8 @@ class AttemptHolder(Protocol):
 
 
 class Route(Protocol):
-    """Where a job re-enters after its retry backoff: the pool's own intake or a Dispatcher."""
+    """Where a job re-enters after its retry backoff: its WorkerPool or its Dispatcher.  A
+    job in flight holds its route (and so its pool) strongly."""
 
     def requeue(self, job: Job[Any]) -> None:
         """Put ``job``, whose backoff ended (it is RETRY_WAIT), back in line."""
@@ -146,35 +147,16 @@ class Ledger:
         self.closed = False  # guarded by lock; once True, admit() refuses
         self.drained = threading.Event()
         self._live: dict[int, Job[Any]] = {}  # guarded by lock: every admitted, unfinished job
-        self._on_drained: Callable[[], None] | None = None  # guarded by lock (see close)
 
-    def close(self, on_drained: Callable[[], None] | None = None) -> bool:
-        """Refuse further admissions.  Returns True for the call that closed it.
-
-        Args:
-            on_drained: called once no job is unfinished: at once (outside the lock) if
-                none is, else by the transition that ends the last one, under the ledger
-                lock, so it must be quick and never block (a pool dropped without shutdown
-                puts its workers' stop sentinel so).
-        """
+    def close(self) -> bool:
+        """Refuse further admissions.  Returns True for the call that closed it."""
         with self.lock:
-            first = not self.closed
+            if self.closed:
+                return False
             self.closed = True
-            if on_drained is not None and self._live:
-                self._on_drained = on_drained
-                on_drained = None
             if not self._live:
                 self.drained.set()
-        if on_drained is not None:
-            on_drained()
-        return first
-
-    def mark_drained(self) -> None:
-        """The last unfinished job of a closed ledger ended.  Caller holds :attr:`lock`."""
-        self.drained.set()
-        on_drained, self._on_drained = self._on_drained, None
-        if on_drained is not None:
-            on_drained()
+            return True
 
     def live_jobs(self) -> list[Job[Any]]:
         """Every admitted job that is not terminal yet, oldest first."""
@@ -276,7 +258,7 @@ def _apply(
     elif new in TERMINAL_STATES:
         del ledger._live[job.id]
         if ledger.closed and not ledger._live:
-            ledger.mark_drained()
+            ledger.drained.set()
         _tracked_finished(job)
 
 
@@ -432,7 +414,7 @@ def succeed_attempt(job: Job[Any], attempt: Attempt, now: float, holder: Attempt
         live = ledger._live
         del live[job.id]
         if not live and ledger.closed:
-            ledger.mark_drained()
+            ledger.drained.set()
         tracker = job._tracker
         if tracker is not None:  # _tracked_finished(job), inline
             tracker.count -= 1

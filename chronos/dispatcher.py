@@ -221,7 +221,7 @@ class Dispatcher:
                 raise TypeError("pass arguments to Job(...), not to submit(), with a Job")
             new_job: Job[T] = job
         else:
-            new_job = Job.of_call(job, args, kwargs)
+            new_job = Job.future_of_call(job, args, kwargs).job
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"cannot submit to a closed Dispatcher{self._why_closed()}")

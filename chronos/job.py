@@ -210,11 +210,16 @@ class Job(Generic[T]):
         self._init(fn, tuple(args), dict(kwargs) if kwargs else {}, name, self.timeout, retry)
 
     @classmethod
-    def of_call(cls, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Job[T]:
-        """A Job for ``submit(fn, *args, **kwargs)``: only ``fn`` is checked (``args`` and
-        ``kwargs`` are what a call collected, a tuple and a dict of str keys).
+    def future_of_call(
+        cls, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> JobFuture[T]:
+        """The Future of a new Job for ``submit(fn, *args, **kwargs)`` (the job is its
+        ``job``): only ``fn`` is checked (``args`` and ``kwargs`` are what a call collected,
+        a tuple and a dict of str keys).
 
-        The hot path of ``submit``: every field is set here, without a call to ``_init``.
+        The hot path of ``submit``: every field is set here, without a call to ``_init``,
+        and the Future is returned (the job is one attribute away; the other way round
+        would cost a property call per job).
 
         Raises:
             TypeError: ``fn`` is not callable.
@@ -230,7 +235,8 @@ class Job(Generic[T]):
         job.timeout = None
         job.retry = None
         job.attempts = []
-        job._future = JobFuture(job)
+        future: JobFuture[T] = JobFuture(job)
+        job._future = future
         job._result = None
         job._error = None
         job._status = _CREATED
@@ -238,7 +244,7 @@ class Job(Generic[T]):
         job._route = None
         job._tracker = None
         job._queued_at = 0.0
-        return job
+        return future
 
     def _init(
         self,
@@ -379,10 +385,7 @@ class JobFuture(LazyFuture[T]):
     Thread-safety: as ``concurrent.futures.Future``.
     """
 
-    job: Job[T]  # set by LazyFuture.__init__(job)
-
-    def __init__(self, job: Job[T]) -> None:
-        super().__init__(job)
+    job: Job[T]  # set by LazyFuture.__init__(job): JobFuture(job) is one call per job
 
     def cancel(self) -> bool:
         if self.is_finished():  # Executor.map cancels every Future it has read

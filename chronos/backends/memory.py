@@ -185,6 +185,11 @@ class MemoryBackend:
             self._timer.stop(0)
         self.wake_putters()
 
+    def stop_takers(self) -> None:
+        """Put the stop sentinel (every taker leaves once the ready jobs before it are
+        taken) without closing the backend; takes no lock, so a finalizer may call it."""
+        self.items.put(None)
+
     def stop_timer(self, timeout: float | None) -> bool:
         """Stop the delay timer and join it for up to ``timeout`` seconds; True if gone."""
         return self._timer.stop(timeout)

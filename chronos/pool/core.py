@@ -4,7 +4,9 @@
 tasks and its producers (Dispatchers) work with: settings, the ledger, the backend, the
 timer, the Handoff and the thread book.  ``WorkerPool`` is the public face over it; the
 worker threads hold the core (never the WorkerPool), so a pool its program dropped is
-collected, and its finalizer lets the threads go (see :meth:`PoolCore.collected`).
+collected, and its finalizer lets the threads go (see :meth:`PoolCore.collected`).  Every
+job in flight holds its WorkerPool (its route, for retries), so that happens only once no
+job is unfinished.
 
 Producers reach a pool's core through :func:`chronos.pool.core_of`.
 
@@ -147,10 +149,11 @@ class PoolCore:
         self.finisher: threading.Thread | None = None
         self.finished = threading.Event()
 
-    # -- the pool's own route: retries of jobs submitted directly --------------------------------
+    # -- the pool's own route (through WorkerPool.requeue) ------------------------------------
 
     def requeue(self, job: Job[Any]) -> None:
-        """A retry's backoff ended: back into the queue (a Handoff thread calls it)."""
+        """A retry's backoff ended: back into the queue (a Handoff thread calls it through
+        the job's route, its WorkerPool)."""
         if move(job, JobStatus.RETRY_WAIT, JobStatus.QUEUED, self.now()):
             self.backend.put_nowait(job)
             self.threads.ensure_worker()
@@ -223,10 +226,12 @@ class PoolCore:
     # -- a pool dropped without shutdown ------------------------------------------------------
 
     def collected(self) -> None:
-        """The WorkerPool was garbage collected without ``shutdown()``: admit nothing more,
-        and once every job in flight is terminal, let the threads go."""
+        """The WorkerPool was garbage collected without ``shutdown()`` (so no job is in
+        flight: each holds its pool): let the idle workers go; the last one to leave stops
+        the helpers.  A finalizer runs wherever the collection happens, inside any lock: this
+        takes none."""
         self.orphaned = True
-        self.ledger.close(on_drained=self.backend.close)
+        self.backend.stop_takers()
 
     def stop_helpers(self, timeout: float) -> None:
         """Stop the timer, the Handoff and the backend's delay timer."""

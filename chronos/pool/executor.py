@@ -169,7 +169,8 @@ class WorkerPool(ThreadPoolExecutor):
         self._active = core.threads.active
         self._max_workers = max_workers
         register(core)
-        # Dropped without shutdown(): the threads go once the jobs in flight are done.
+        # Dropped without shutdown() (no job in flight then: each holds its pool): the idle
+        # threads go.
         weakref.finalize(self, orphaned, core)
 
     # -- public API ---------------------------------------------------------------------------
@@ -209,6 +210,15 @@ class WorkerPool(ThreadPoolExecutor):
         """Stop calling ``listener``'s hooks."""
         self._core.events.remove_listener(listener)
 
+    def requeue(self, job: Job[Any]) -> None:
+        """Put ``job``, submitted here, back in the queue once its retry backoff ended.
+
+        The pool is the route of the jobs submitted to it (``chronos._ledger.Route``): the
+        pool's own Handoff thread calls this; it is no API for users.  Each job in flight
+        holding its pool this way keeps a pool with unfinished jobs from being collected.
+        """
+        self._core.requeue(job)
+
     def statistics(self) -> PoolStatistics:
         """A frozen snapshot of the pool: its threads, its queue, its timer and its job
         counts (see :class:`chronos.pool.statistics.PoolStatistics`)."""
@@ -224,14 +234,14 @@ class WorkerPool(ThreadPoolExecutor):
             RuntimeError: the pool is shut down.
             BrokenThreadPool: a worker's initializer failed.
         """
-        # submit_job(Job.of_call(...)) with its steps inline: this is the hot path.  The
-        # backend's put, inline too: MemoryBackend.has_room() is its original.
+        # submit_job(Job(...)) with its steps inline: this is the hot path.  The backend's
+        # put, inline too: MemoryBackend.has_room() is its original.
         core = self._core
         if core.broken_reason is not None:
             raise BrokenThreadPool(core.broken_reason)
-        job = Job.of_call(fn, args, kwargs)
-        future = job.future  # before it is queued: once finished, a job keeps no Future
-        admit(job, self._ledger, _QUEUED, self._now(), core)
+        future = Job.future_of_call(fn, args, kwargs)
+        job = future.job
+        admit(job, self._ledger, _QUEUED, self._now(), self)
         items = self._items
         if items.qsize() < self._bound:
             items.put(job)
@@ -254,7 +264,7 @@ class WorkerPool(ThreadPoolExecutor):
         core = self._core
         if core.broken_reason is not None:
             raise BrokenThreadPool(core.broken_reason)
-        admit(job, self._ledger, _QUEUED, self._now(), core)
+        admit(job, self._ledger, _QUEUED, self._now(), self)
         future = job.future  # (before it is queued: a finished job's is a copy)
         if core.backend.has_room():
             core.backend.put_nowait(job)
