@@ -345,7 +345,9 @@ elif PHASE == "queue_full":
     producer = threading.Thread(target=pool.submit_job, args=(blocked,), name="producer")
     producer.daemon = True  # a non-daemon one would be joined before any atexit hook runs
     producer.start()
-    wait_for(lambda: pool.statistics().backend.waiting_producers == 2)
+    # Both producers blocked, and the dispatcher's reader has read its one item ahead (it
+    # does so right after the dispatcher took gen-0: waiting for it keeps this deterministic).
+    wait_for(lambda: pool.statistics().backend.waiting_producers == 2 and len(PULLED) == 2)
 
 elif PHASE in ("sys_exit", "exception"):
     # Two jobs run, two wait, when the program ends abnormally.
