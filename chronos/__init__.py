@@ -18,6 +18,7 @@ from chronos.retry import RetryPolicy
 from chronos.shutdown import GracefulShutdown
 from chronos.spec import JobSpec
 from chronos.stats import AtomicCounter, LatencySummary, Stats, StatsSnapshot
+from chronos.tasks import JobFailedError, JobHandle, Queue, Task
 from chronos.status import JobStatus
 from chronos.ticker import TokenBucket
 
@@ -37,7 +38,9 @@ __all__ = [
     "Job",
     "JobCancelledError",
     "JobContext",
+    "JobFailedError",
     "JobFuture",
+    "JobHandle",
     "JobInterrupted",
     "JobSpec",
     "JobStatus",
@@ -46,10 +49,12 @@ __all__ = [
     "Listener",
     "NonRetryableError",
     "PoolStatistics",
+    "Queue",
     "RetryPolicy",
     "Stats",
     "StatsSnapshot",
     "SystemClock",
+    "Task",
     "TokenBucket",
     "WorkerPool",
     "__version__",

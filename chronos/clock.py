@@ -68,3 +68,12 @@ def join_timeout(seconds: float | None) -> float | None:
     """``seconds`` for a ``Thread.join``/``Event.wait``, or None (no limit) beyond
     ``threading.TIMEOUT_MAX`` (about 292 years), where they would raise OverflowError."""
     return None if seconds is not None and seconds >= _TIMEOUT_MAX else seconds
+
+
+def wall_time() -> float:
+    """Wall-clock seconds since the epoch (``time.time()``).
+
+    For what is compared across processes on one machine (a durable store's leases and due
+    times); unlike :meth:`Clock.now` it can jump when the system time is set.
+    """
+    return time.time()

@@ -13,6 +13,7 @@ finite float, bool and None.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -61,6 +62,13 @@ def _json_problem(value: object, depth: int = 0) -> str | None:
             if (problem := _json_problem(item, depth + 1)) is not None:
                 return problem
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _stored_policy(fields: tuple[tuple[str, Any], ...]) -> RetryPolicy:
+    """The RetryPolicy of stored plain fields (immutable, so shared between the jobs that
+    carry the same one)."""
+    return RetryPolicy(**dict(fields))
 
 
 def retry_to_dict(policy: RetryPolicy) -> dict[str, Any]:
@@ -158,6 +166,26 @@ class JobSpec:
             "not_before": self.not_before,
             "unique_key": self.unique_key,
         }
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> JobSpec:
+        """The spec a store wrote with :meth:`to_dict` of a checked spec, read back without
+        checking its fields again (walking the arguments for JSON-ability is the costly
+        part of a claim).  For a store's own rows only: anything else goes through
+        :meth:`from_dict`.
+        """
+        spec = object.__new__(cls)
+        put = object.__setattr__
+        put(spec, "task", data["task"])
+        put(spec, "args", tuple(data["args"]))
+        put(spec, "kwargs", data["kwargs"])
+        put(spec, "timeout", data["timeout"])
+        retry = data["retry"]
+        put(spec, "retry", None if retry is None else _stored_policy(tuple(retry.items())))
+        put(spec, "priority", data["priority"])
+        put(spec, "not_before", data["not_before"])
+        put(spec, "unique_key", data["unique_key"])
+        return spec
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobSpec:

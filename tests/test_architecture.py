@@ -36,10 +36,22 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("the job", ["chronos._future", "chronos.spec", "chronos.job", "chronos.hooks"]),
     ("events", ["chronos.logging_listener", "chronos.events"]),
     ("the books", ["chronos._ledger", "chronos.context"]),
-    ("backends", ["chronos.backends.base", "chronos.backends.memory", "chronos.backends"]),
+    (
+        "backends",
+        [
+            "chronos.backends.base",
+            "chronos.backends.memory",
+            "chronos.backends.durable",
+            "chronos.backends._sqlite_schema",
+            "chronos.backends.sqlite",
+            "chronos.backends.urls",
+            "chronos.backends",
+        ],
+    ),
     ("the pool", ["chronos.pool."]),
     ("the pool's face", ["chronos.pool"]),
     ("producers", ["chronos.dispatcher", "chronos.shutdown", "chronos.testing"]),
+    ("durable jobs", ["chronos.tasks", "chronos.worker", "chronos._worker_parts"]),
     ("the package", ["chronos"]),
     ("the command", ["chronos.cli.", "chronos.cli", "chronos.__main__"]),
 ]

@@ -331,6 +331,7 @@ def test_a_spec_survives_to_dict_from_dict_and_json(spec: JobSpec) -> None:
     assert again == spec
     assert again.to_dict() == data
     assert json.dumps(again.to_dict(), allow_nan=False) == stored
+    assert JobSpec.from_stored(json.loads(stored)) == spec  # a store's trusted read path
 
 
 @settings(max_examples=25, deadline=None)

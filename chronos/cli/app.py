@@ -28,6 +28,7 @@ from structlog.typing import Processor
 
 from chronos import SYSTEM_CLOCK, Dispatcher, GracefulShutdown, WorkerPool, __version__
 from chronos.cli.demo import DemoConfig, make_jobs
+from chronos.cli.jobs import add_jobs_command
 from chronos.cli.progress import Console, LineLogger, ProgressTicker, render_progress
 from chronos.cli.report import DispatchMeter, RunReport, summarize
 
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="no live progress line, even on a terminal"
     )
     demo.set_defaults(handler=_run_demo, parser=demo)
+    add_jobs_command(commands)
     return parser
 
 
