@@ -18,9 +18,10 @@ from chronos.retry import RetryPolicy
 from chronos.shutdown import GracefulShutdown
 from chronos.spec import JobSpec
 from chronos.stats import AtomicCounter, LatencySummary, Stats, StatsSnapshot
-from chronos.tasks import JobFailedError, JobHandle, Queue, Task
 from chronos.status import JobStatus
+from chronos.tasks import JobFailedError, JobHandle, Queue, Task
 from chronos.ticker import TokenBucket
+from chronos.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -56,6 +57,7 @@ __all__ = [
     "SystemClock",
     "Task",
     "TokenBucket",
+    "Worker",
     "WorkerPool",
     "__version__",
     "current_job",

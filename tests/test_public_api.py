@@ -38,6 +38,7 @@ def test_public_exports() -> None:
         "SystemClock",
         "Task",
         "TokenBucket",
+        "Worker",
         "WorkerPool",
         "__version__",
         "current_job",

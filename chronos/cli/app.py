@@ -31,6 +31,7 @@ from chronos.cli.demo import DemoConfig, make_jobs
 from chronos.cli.jobs import add_jobs_command
 from chronos.cli.progress import Console, LineLogger, ProgressTicker, render_progress
 from chronos.cli.report import DispatchMeter, RunReport, summarize
+from chronos.cli.worker_command import add_worker_command
 
 __all__ = ["build_parser", "configure_logging", "main"]
 
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_run_demo, parser=demo)
     add_jobs_command(commands)
+    add_worker_command(commands)
     return parser
 
 
