@@ -158,6 +158,23 @@ class Ledger:
                 self.drained.set()
             return True
 
+    def request_stop(self, job: Job[Any]) -> bool:
+        """Tell the running attempt of ``job`` to stop (see :meth:`chronos.Job.request_stop`).
+
+        Raises:
+            ValueError: ``job`` belongs to another ledger.
+        """
+        if job._ledger is not self:
+            raise ValueError(f"{job!r} is not a job of this pool")
+        with self.lock:
+            if job._status is not _RUNNING:
+                return False
+            attempt = job.attempts[-1]
+            if attempt.outcome is not None:
+                return False
+            _signal_cancel(attempt)
+            return True
+
     def live_jobs(self) -> list[Job[Any]]:
         """Every admitted job that is not terminal yet, oldest first."""
         with self.lock:

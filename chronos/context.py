@@ -87,7 +87,8 @@ class JobContext:
 
     @property
     def cancelled(self) -> bool:
-        """True once the attempt timed out, was cancelled by shutdown, or passed its deadline."""
+        """True once the attempt timed out, was cancelled by shutdown, was asked to stop
+        (:meth:`chronos.Job.request_stop`: a durable job's cancel), or passed its deadline."""
         if self.attempt.stop_requested:
             return True
         deadline = self.attempt.deadline
@@ -98,7 +99,7 @@ class JobContext:
 
         Raises:
             JobTimeoutError: the attempt passed its deadline.
-            JobCancelledError: the attempt was cancelled (shutdown).
+            JobCancelledError: the attempt was cancelled (shutdown) or asked to stop.
         """
         deadline = self.attempt.deadline
         if deadline is not None and self._clock.now() >= deadline:

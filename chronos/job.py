@@ -8,6 +8,9 @@
   lock); everyone else reads it through the public properties.
 - :class:`Attempt` is one run of a job; :class:`JobFuture` its ``concurrent.futures`` face.
 
+(A little over the ~400 lines the house style aims at, by docstrings: the job, its attempt
+and its Future are one value and its two faces.)
+
 State machine (enforced by the ledger)::
 
     CREATED -> PENDING -> QUEUED -> RUNNING -> SUCCEEDED | FAILED | TIMED_OUT
@@ -97,6 +100,10 @@ class JobBook(Protocol):
 
     def cancel_waiting(self, job: Job[Any], reason: str) -> bool:
         """Cancel ``job`` if it waits; True if this call did."""
+        ...
+
+    def request_stop(self, job: Job[Any]) -> bool:
+        """Tell ``job``'s running attempt to stop; True if one runs."""
         ...
 
 
@@ -356,6 +363,19 @@ class Job(Generic[T]):
             timeout=self.timeout,
             retry=self.retry,
         )
+
+    def request_stop(self) -> bool:
+        """Ask the running attempt to stop, without ending it: a cooperative job sees it
+        (``current_job().cancelled`` is True, ``check()`` raises
+        :class:`chronos.JobCancelledError`, ``wait()`` returns at once) and steps out; one
+        that does not look runs on to its end.  (A durable worker asks so when the job's
+        cancel was requested, or its lease was lost.)
+
+        Returns:
+            True if an attempt was running and is now told; False otherwise.
+        """
+        ledger = self._ledger
+        return ledger is not None and ledger.request_stop(self)
 
     def cancel(self, *, reason: str = "job.cancel") -> bool:
         """Cancel the job if it waits (pending, queued, or in its retry backoff).

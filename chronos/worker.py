@@ -50,11 +50,15 @@ write to (``signal.set_wakeup_fd``: any thread may receive them), drains on a th
 its own at the first SIGINT/SIGTERM and terminates at the second, and returns 130 after
 a signal, else 0 (as ``chronos demo`` does).
 
-**Not done:** a running job is not told that its cancel was requested or its lease lost
-(chronos has no public way to stop a running attempt of a shared pool); it reads its
-fencing token with :func:`current_claim` to make its side effects idempotent.  A retry
-policy's ``deadline`` counts the current attempt only (a claim does not say when the first
-one started).  Finishes are not sent in the claim's call (they overlap on two threads).
+A running job whose cancel was requested, or whose lease was lost, is told to stop
+(:meth:`chronos.Job.request_stop`): a cooperative one sees ``current_job().cancelled``
+and steps out; one that never looks runs to its end (a failure or retry then ends a
+cancelled job CANCELLED, a success SUCCEEDED; a lost lease's finish is FENCED).  It reads
+its fencing token with :func:`current_claim` to make its side effects idempotent.
+
+**Not done:** a retry policy's ``deadline`` counts the current attempt only (a claim does
+not say when the first one started).  Finishes are not sent in the claim's call (they
+overlap on two threads).
 
 Thread-safety: every public method may be called from any thread, except :meth:`run` with
 signals (the main thread) and :meth:`stop` from one of the worker's own jobs (it would
@@ -428,12 +432,14 @@ class Worker:
         return True
 
     def _cancel(self, chosen: list[Held], reason: str) -> None:
-        """Cancel the jobs of ``chosen`` that wait (they finish RELEASE); running ones go on."""
+        """Cancel the jobs of ``chosen`` that wait (they finish RELEASE); tell running ones
+        to stop (a cooperative job steps out through ``current_job()``; its finish then
+        ends the store's job CANCELLED, or is FENCED for a lost lease)."""
         if chosen and reason == "worker.lease_lost":
             self._log.warning("worker.leases_lost", job_ids=[h.claimed.id for h in chosen])
         for held in chosen:
-            if held.job is not None:
-                held.job.cancel(reason=reason)
+            if held.job is not None and not held.job.cancel(reason=reason):
+                held.job.request_stop()
 
     def _recover(self) -> None:
         try:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import structlog
 
+import chronos
 from chronos import JobTimeoutError, RetryPolicy, WorkerPool
 from chronos.backends.durable import Finish, FinishKind, FinishResult, HeartbeatReply, JobState
 from chronos.backends.sqlite import SQLiteBackend
@@ -649,3 +650,47 @@ def test_a_second_sigterm_stops_the_child_at_once(queue: Queue, tmp_path: Path) 
     assert (stopped["abandoned"], stopped["released"]) == (1, 0)
     record = hang.record()
     assert (record.state, record.attempt) == (JobState.RUNNING, 1)  # left to its lease
+
+
+def test_a_cancel_request_stops_a_cooperative_running_job(
+    queue: Queue, start_worker: Callable[..., Worker]
+) -> None:
+    started, stopped = threading.Event(), threading.Event()
+
+    @queue.task(name="patient")
+    def patient() -> str:
+        started.set()
+        if chronos.current_job().wait(30):  # True: told to stop
+            stopped.set()
+            chronos.current_job().check()  # raises JobCancelledError
+        return "ran to the end"
+
+    handle = patient.enqueue()
+    clock = FakeClock()
+    start_worker(queue, workers=1, lease=3.0, clock=clock)
+    assert started.wait(5)
+    assert handle.cancel()  # RUNNING in the store: a cancel request
+    clock.advance(1.0)  # the heartbeat reports it: the running attempt is told to stop
+    assert stopped.wait(5)
+    wait_until(lambda: handle.status() is JobState.CANCELLED)
+
+
+def test_request_stop_tells_only_a_running_attempt() -> None:
+    started, release = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def job() -> None:
+        started.set()
+        assert release.wait(5)
+        seen.append(chronos.current_job().cancelled)
+
+    with WorkerPool(1) as pool:
+        waiting = chronos.Job(abs, (-1,))
+        assert not waiting.request_stop()  # never submitted
+        future = pool.submit(job)
+        assert started.wait(5)
+        assert future.job.request_stop()
+        release.set()
+        future.result(timeout=5)  # it looked only after returning from its wait: it ran on
+        assert not future.job.request_stop()  # finished
+    assert seen == [True]
