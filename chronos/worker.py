@@ -109,6 +109,12 @@ JOIN_TIMEOUT, FLUSH_TIMEOUT = 2.0, 5.0
 _ONE_ATTEMPT = RetryPolicy(max_attempts=1)  # overrides any default retry of a shared pool
 
 
+#: How long finished jobs are kept by default before a worker purges them: a week.
+DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
+#: How often (seconds, on the worker's clock) a worker purges finished jobs.
+PURGE_INTERVAL = 60.0
+
+
 def current_claim() -> Claimed | None:
     """The claim of the durable job running on this thread (its ``token`` is an idempotency
     key for its side effects, ``attempt`` counts crashed attempts too), or None elsewhere."""
@@ -131,6 +137,8 @@ class Worker:
         pool: an existing pool to run the jobs in, beside its own jobs (never shut down
             here); None: an own ``WorkerPool(workers, thread_name_prefix="chronos-worker")``.
         owner: the name recorded with each claim (default ``host:pid:random``).
+        result_ttl: seconds finished jobs (and their results) are kept before the worker
+            purges them (about once a minute); None: never purged here.
         clock: paces heartbeats, the watchdog and recovery (a :class:`chronos.Clock`;
             tests pass a FakeClock); default the system clock.
 
@@ -149,6 +157,7 @@ class Worker:
         pool: WorkerPool | None = None,
         owner: str | None = None,
         clock: Clock | None = None,
+        result_ttl: float | None = DEFAULT_RESULT_TTL,
     ) -> None:
         if not isinstance(queue, Queue):
             raise TypeError(f"queue must be a chronos.tasks.Queue, got {type(queue).__name__}")
@@ -156,6 +165,9 @@ class Worker:
         rate = check_optional_number("rate", rate, minimum=0.0, inclusive=False, finite=True)
         self._lease = check_number("lease", lease, minimum=0.0, inclusive=False, finite=True)
         self._grace = check_number("grace", grace, minimum=0.0, inclusive=True, finite=True)
+        self._result_ttl = check_optional_number(
+            "result_ttl", result_ttl, minimum=0.0, inclusive=True, finite=True
+        )
         if pool is not None and not isinstance(pool, WorkerPool):
             raise TypeError(f"pool must be a chronos.WorkerPool, got {type(pool).__name__}")
         if owner is not None and (not isinstance(owner, str) or not owner):
@@ -400,6 +412,7 @@ class Worker:
         clock, interval = self._clock, self._lease / 3
         self._recover()
         next_beat = next_recover = self._epoch + interval
+        next_purge = self._epoch + PURGE_INTERVAL
         failures = 0
         while not clock.wait_until(self._beat_stop, next_beat):
             sent = clock.now()
@@ -411,6 +424,9 @@ class Worker:
             if clock.now() >= next_recover and not self._stopping.is_set():
                 next_recover = clock.now() + interval
                 self._recover()
+            if self._result_ttl is not None and clock.now() >= next_purge:
+                next_purge = clock.now() + PURGE_INTERVAL
+                self._purge(self._result_ttl)
 
     def _beat(self, sent: float) -> bool:
         """One heartbeat of every held claim; False if the store call failed."""
@@ -440,6 +456,12 @@ class Worker:
         for held in chosen:
             if held.job is not None and not held.job.cancel(reason=reason):
                 held.job.request_stop()
+
+    def _purge(self, older_than: float) -> None:
+        try:
+            self._backend.purge(older_than)
+        except Exception as exc:
+            self._store_error("purge", exc, 1)
 
     def _recover(self) -> None:
         try:

@@ -42,6 +42,13 @@ def add_worker_command(commands: Any) -> None:
         default=30.0,
         help="seconds running jobs get when stopping (default: %(default)s)",
     )
+    worker.add_argument(
+        "--result-ttl",
+        type=float,
+        default=7 * 24 * 3600.0,
+        metavar="SECONDS",
+        help="purge finished jobs older than this (default: a week)",
+    )
     worker.set_defaults(handler=run_worker_command, parser=worker)
 
 
@@ -78,7 +85,12 @@ def run_worker_command(args: argparse.Namespace) -> int:
     try:
         queue = find_queue(args.target)
         worker = Worker(
-            queue, workers=args.workers, rate=args.rate, lease=args.lease, grace=args.grace
+            queue,
+            workers=args.workers,
+            rate=args.rate,
+            lease=args.lease,
+            grace=args.grace,
+            result_ttl=args.result_ttl,
         )
     except (ImportError, ValueError, TypeError) as exc:
         print(f"chronos worker: {exc}", file=sys.stderr)

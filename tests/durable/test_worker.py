@@ -694,3 +694,20 @@ def test_request_stop_tells_only_a_running_attempt() -> None:
         future.result(timeout=5)  # it looked only after returning from its wait: it ran on
         assert not future.job.request_stop()  # finished
     assert seen == [True]
+
+
+def test_finished_jobs_are_purged_after_their_result_ttl(
+    queue: Queue, start_worker: Callable[..., Worker]
+) -> None:
+    @queue.task(name="quick")
+    def quick(i: int) -> int:
+        return i
+
+    clock = FakeClock()
+    handle = quick.enqueue(7)
+    start_worker(queue, workers=1, lease=3.0, clock=clock, result_ttl=0.0)
+    assert handle.result(timeout=5) == 7
+    clock.advance(60.0)  # the worker purges once a minute: everything finished is older than 0 s
+    wait_until(lambda: queue.backend.get(handle.id) is None)
+    with pytest.raises(ValueError, match="result_ttl"):
+        Worker(queue, result_ttl=-1.0)

@@ -1,9 +1,10 @@
 """A worker process on a SQLite queue file, for tests/durable/test_worker.py.
 
-    python worker_child.py PATH OUT GRACE
+    python worker_child.py PATH OUT GRACE [LEASE]
 
 Registers the tasks ``record`` (appends ``pid id token attempt`` to the file OUT, returns
-its argument) and ``hang`` (blocks for up to a minute), configures structlog to print the
+its argument), ``slow`` (waits its argument's seconds, then records) and ``hang`` (blocks
+for up to a minute), configures structlog to print the
 Worker's events as JSON lines on stdout, then runs ``Worker(...).run()`` until SIGTERM
 (the first drains with GRACE seconds, a second stops at once) and exits with the status
 it returned.
@@ -31,7 +32,7 @@ def only_worker_events(logger: object, method: str, event: EventDict) -> EventDi
     return event
 
 
-def main(path: str, out: str, grace: str) -> int:
+def main(path: str, out: str, grace: str, lease: str = "30") -> int:
     structlog.configure(
         processors=[
             only_worker_events,
@@ -51,11 +52,16 @@ def main(path: str, out: str, grace: str) -> int:
             file.write(f"{os.getpid()} {claim.id} {claim.token} {claim.attempt}\n")
         return i
 
+    @queue.task(name="slow")
+    def slow(seconds: float) -> float:
+        threading.Event().wait(seconds)
+        return record(0) + seconds
+
     @queue.task(name="hang")
     def hang() -> None:
         threading.Event().wait(60)
 
-    status = Worker(queue, workers=4, lease=30.0, grace=float(grace)).run()
+    status = Worker(queue, workers=4, lease=float(lease), grace=float(grace)).run()
     queue.close()
     return status
 
