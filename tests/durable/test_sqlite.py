@@ -3,6 +3,7 @@ sharing one file (claiming together, killed with SIGKILL, forked)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -108,7 +109,7 @@ def all_jobs(backend: SQLiteBackend) -> list[JobRecord]:
 
 
 def integrity(path: Path) -> str:
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         (answer,) = conn.execute("PRAGMA integrity_check").fetchone()
     return str(answer)
 
@@ -119,7 +120,7 @@ def test_the_file_is_in_wal_mode_with_the_synchronous_asked_for(path: Path) -> N
     with SQLiteBackend(path, synchronous="full") as full:
         assert full._connections.get().execute("PRAGMA synchronous").fetchone() == (2,)
         assert full.statistics().kind == "sqlite"
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     with pytest.raises(ValueError, match='synchronous must be "NORMAL" or "FULL"'):
         SQLiteBackend(path, synchronous="OFF")
@@ -207,7 +208,7 @@ def test_an_old_sqlite_is_refused(path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 def test_a_file_of_another_schema_version_is_refused(path: Path) -> None:
     SQLiteBackend(path).close()
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("UPDATE chronos_meta SET value = '99' WHERE key = 'version'")
     with pytest.raises(RuntimeError, match="schema version 99"):
         SQLiteBackend(path)
@@ -233,7 +234,7 @@ def test_the_schema_is_made_once_when_two_open_it_together(path: Path) -> None:
     assert errors == []
     with SQLiteBackend(path) as backend:
         assert backend.statistics().counts[JobState.READY] == 4
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("SELECT value FROM chronos_meta").fetchall() == [("1",)]
 
 
