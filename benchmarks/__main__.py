@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import latency, memory, rate, shutdown, throughput, timeouts
+from benchmarks import durable, latency, memory, rate, shutdown, throughput, timeouts
 from benchmarks.harness import Row, Settings, format_table, machine_info, text_row
 
 Case = Callable[[Settings], list[Row]]
@@ -39,6 +39,10 @@ CASES: dict[int, tuple[str, Case]] = {
     8: ("memory per queued job; RSS under an endless stream", memory.case8),
     9: ("shutdown latency", shutdown.case9),
     10: ("timeout detection at scale: 10,000 own timeouts, 500 workers", timeouts.case10),
+    11: (
+        "durable queues on SQLite against Huey: end to end, enqueue, pickup, kill -9",
+        durable.case11,
+    ),
 }
 
 #: Seconds one case may take before faulthandler dumps the stacks and exits.

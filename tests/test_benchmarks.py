@@ -56,7 +56,7 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     document = json.loads(out.read_text())
     assert document["meta"]["mode"] == "quick"
     rows = document["rows"]
-    assert {row["case"] for row in rows} == {str(n) for n in range(1, 11)}
+    assert {row["case"] for row in rows} == {str(n) for n in range(1, 12)}
     assert {row["result"] for row in rows} <= {"PASS", "FAIL", "-"}
     for row in rows:  # every row of the JSON is a line of the printed table
         assert row["metric"] in done.stdout
@@ -67,7 +67,7 @@ def test_cases_and_runs_are_parsed() -> None:
     assert args.cases == [1, 3, 7]
     assert args.runs == 2
     assert args.quick
-    assert parse_args([]).cases == list(range(1, 11))
+    assert parse_args([]).cases == list(range(1, 12))
 
 
 @pytest.mark.parametrize("argv", [["--cases", "0"], ["--cases", "1,x"], ["--runs", "0"]])

@@ -337,6 +337,9 @@ class Connections:
         self._factory = factory
         self._local = threading.local()  # .conn, .pid: this thread's connection
         self._lock = threading.Lock()  # guards _open and _closed
+        #: Held by a thread of this process for the length of each write transaction (see
+        #: SQLiteBackend._write); made anew in a forked child.
+        self.write_lock = threading.Lock()
         self._open: list[tuple[int, threading.Thread, sqlite3.Connection]] = []
         self._closed = False
         _ALL.add(self)
@@ -382,6 +385,7 @@ class Connections:
         _INHERITED.extend(conn for _, _, conn in self._open)
         self._open = []
         self._lock = threading.Lock()  # the parent may have held it while forking
+        self.write_lock = threading.Lock()  # so may one of its writers
         self._local = threading.local()
 
     def close(self) -> None:

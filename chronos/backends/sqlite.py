@@ -136,6 +136,7 @@ class SQLiteBackend:
             "busy_timeout", busy_timeout, minimum=0, inclusive=False, finite=True
         )
         self.path = schema.check_path(path)
+        self._busy_timeout = timeout
         sync = synchronous.upper()
         self._connections = schema.Connections(
             lambda: schema.connect(self.path, synchronous=sync, busy_timeout=timeout)
@@ -160,8 +161,18 @@ class SQLiteBackend:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed, or rolled back on an error."""
+        """One ``BEGIN IMMEDIATE`` transaction: committed, or rolled back on an error.
+
+        The threads of this process take turns through a lock first (bounded by
+        ``busy_timeout``): SQLite's own wait for its write lock sleeps 1, 2, 5... ms between
+        looks, while a thread waiting on this lock is woken as soon as it is free.  (Measured
+        by case 11 of the benchmarks: 702 of 5,677 write transactions had slept 1 ms or
+        more, 2.2 s of a 3.6 s run; this lock took 20-25 % off a worker's time.)
+        """
         conn = self._connections.get()
+        lock = self._connections.write_lock
+        if not lock.acquire(timeout=self._busy_timeout):
+            raise TimeoutError(f"{self!r}: another thread of this process kept writing")
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -174,6 +185,8 @@ class SQLiteBackend:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise TimeoutError(f"{self!r} stayed locked by another writer: {exc}") from exc
             raise
+        finally:
+            lock.release()
 
     def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         return self._connections.get().execute(sql, params).fetchall()
