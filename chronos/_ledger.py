@@ -180,11 +180,6 @@ class Ledger:
         with self.lock:
             return list(self._live.values())
 
-    def live_count(self) -> int:
-        """How many admitted jobs are not terminal yet."""
-        with self.lock:
-            return len(self._live)
-
     def cancel_waiting(self, job: Job[Any], reason: str) -> bool:
         """Cancel ``job`` if it waits (pending, queued, in backoff): see :func:`cancel_waiting`.
 

@@ -14,7 +14,6 @@ finite float, bool and None.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,13 +32,9 @@ _DEFAULT_POLICY = RetryPolicy()
 
 def _check_json(name: str, value: object) -> None:
     """Raise TypeError naming ``name`` unless ``value`` survives a JSON round trip as it is
-    (``json.dumps`` alone would turn a dict's int keys into str keys)."""
+    (``json.dumps`` alone would turn a dict's int keys into str keys).  One walk: the store
+    encodes the value once, later."""
     problem = _json_problem(value)
-    if problem is None:
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            problem = str(exc)
     if problem is not None:
         raise TypeError(
             f"{name} must be JSON-able (str, int, float, bool, None, and lists and "
@@ -48,9 +43,13 @@ def _check_json(name: str, value: object) -> None:
 
 
 def _json_problem(value: object, depth: int = 0) -> str | None:
-    """What keeps ``value`` from being JSON data, or None (json.dumps checks the rest)."""
+    """What keeps ``value`` from being JSON data that reads back as it is, or None."""
+    if value is None or isinstance(value, str | int):  # (bool is an int)
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value!r} is not a finite number"
     if depth > 100:
-        return "nested too deeply"
+        return "nested too deeply (or a value that contains itself)"
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
@@ -61,6 +60,8 @@ def _json_problem(value: object, depth: int = 0) -> str | None:
         for item in value:
             if (problem := _json_problem(item, depth + 1)) is not None:
                 return problem
+    else:
+        return f"Object of type {type(value).__name__} is not JSON serializable"
     return None
 
 

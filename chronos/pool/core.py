@@ -22,6 +22,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures.thread import BrokenThreadPool
+from dataclasses import dataclass
 from typing import Any
 
 from chronos._ledger import WAITING_STATES, Ledger, detach_future, move
@@ -39,46 +40,20 @@ from chronos.timer import Timer
 __all__ = ["PoolCore", "PoolSettings"]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PoolSettings:
     """A pool's validated settings (read-only after construction)."""
 
-    __slots__ = (
-        "exit_grace",
-        "initargs",
-        "initializer",
-        "interrupt",
-        "max_abandoned",
-        "max_workers",
-        "queue_size",
-        "retry",
-        "timeout",
-        "wait_for_abandoned",
-    )
-
-    def __init__(
-        self,
-        *,
-        max_workers: int,
-        max_abandoned: int,
-        queue_size: int,
-        timeout: float | None,
-        retry: RetryPolicy | None,
-        interrupt: bool,
-        wait_for_abandoned: bool,
-        exit_grace: float,
-        initializer: Callable[..., object] | None,
-        initargs: tuple[Any, ...],
-    ) -> None:
-        self.max_workers = max_workers
-        self.max_abandoned = max_abandoned
-        self.queue_size = queue_size
-        self.timeout = timeout
-        self.retry = retry
-        self.interrupt = interrupt
-        self.wait_for_abandoned = wait_for_abandoned
-        self.exit_grace = exit_grace
-        self.initializer = initializer
-        self.initargs = initargs
+    max_workers: int
+    max_abandoned: int
+    queue_size: int
+    timeout: float | None
+    retry: RetryPolicy | None
+    interrupt: bool
+    wait_for_abandoned: bool
+    exit_grace: float
+    initializer: Callable[..., object] | None
+    initargs: tuple[Any, ...]
 
 
 ShutdownHook = Callable[[], None]
@@ -168,10 +143,6 @@ class PoolCore:
     def record_unfinished(self, job: Job[Any]) -> None:
         with self.books_lock:
             self.unfinished.append(job)
-
-    def is_broken(self) -> str | None:
-        """Why the pool refuses work (an initializer failed, or a fork), else None."""
-        return self.broken_reason
 
     def break_pool(self, reason: str) -> None:
         with self.books_lock:

@@ -242,11 +242,6 @@ class ThreadBook:
         with self.lock:
             return [*self.active, *self.abandoned]
 
-    def counts(self) -> tuple[int, int]:
-        """(active, abandoned) threads, read together."""
-        with self.lock:
-            return len(self.active), len(self.abandoned)
-
     def begin_stop(self) -> list[WorkerSlot]:
         """From here no thread starts or rejoins; returns the active slots."""
         with self.lock:
